@@ -500,8 +500,9 @@ def _load_tfds(config: DataConfig, path: str | None = None) -> _Source:
     # aborts the process under tfds.testing.mock_data; batching here is equivalent.
     try:
         (train_ds, test_ds), info = tfds.load(name, **kwargs)
-        train = _tfds_to_numpy(train_ds)
-        test = _tfds_to_numpy(test_ds)
+        # The split slices already limit; _limit again for loaders that ignore slices (mocks).
+        train = _limit(_tfds_to_numpy(train_ds), config.limit)
+        test = _limit(_tfds_to_numpy(test_ds), config.limit)
     except Exception as e:  # download/network/missing-copy failures of any kind
         raise DatasetUnavailableError(_tfds_unavailable_message(name, config.data_dir, e)) from e
     names = list(info.features["label"].names)
