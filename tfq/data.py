@@ -154,6 +154,18 @@ def _parse_name(name: str) -> tuple[str, str | None]:
     raise ValueError(f"unknown dataset {name!r}; valid names are: {_valid_names_text()}")
 
 
+def check_dataset_name(name: str) -> None:
+    """Fails early on a dataset name no loader accepts (before any work).
+
+    Only the form is checked (a built-in name, or ``imagefolder:``/``npz:`` with
+    a path); whether the files exist is checked when loading.
+
+    Raises:
+      ValueError: Quoting the name and listing the valid names and prefixes.
+    """
+    _parse_name(name)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig(ConfigBase):
     """Which dataset to load and how to split it.
@@ -184,7 +196,7 @@ class DataConfig(ConfigBase):
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        _parse_name(self.name)  # raises ValueError listing the valid names
+        check_dataset_name(self.name)
         if self.image_size is not None and (isinstance(self.image_size, bool) or self.image_size < 1):
             raise ValueError(f"image_size must be a positive integer or None, got {self.image_size!r}")
         for field in ("val_fraction", "test_fraction"):
