@@ -658,9 +658,9 @@ def _load_npz(config: DataConfig, path: str | None) -> _Source:
             raise ValueError(f"npz: {file}: class_names has duplicates: {names}")
     else:
         names = [str(i) for i in range(max_label + 1)]
-    for (x, y), key in ((train, train_keys[1]), (test, test_keys[1] if test_keys else "")):
-        if x is not None:
-            _check_label_range(y, len(names), f"npz {file} [{key}] (class_names has {len(names)} entries)")
+    checked = [(train[1], train_keys[1])] + ([(test[1], test_keys[1])] if test is not None and test_keys else [])
+    for labels, key in checked:
+        _check_label_range(labels, len(names), f"npz {file} [{key}] (class_names has {len(names)} entries)")
     return _Source(train=train, test=test, class_names=names, description=f"npz:{file.resolve()}")
 
 
