@@ -65,6 +65,7 @@ Check that a dataset loads and print its summary::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
@@ -88,9 +89,9 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "calib", "test")
 
 SPLIT_RULE = (
-    "test = the source's official test split if it has one, else the last round(test_fraction*N) "
+    "test = the source's official test split if it has one, else the last round(test_fraction*N) (at least 1) "
     "examples in source order; of the remaining pool, a permutation from np.random.default_rng(seed) "
-    "gives val = the first round(val_fraction*n) and train = the rest; calib = min(calib_size, len(train)) "
+    "gives val = the first round(val_fraction*n) (at least 1) and train = the rest; calib = min(calib_size, len(train)) "
     "examples drawn from train by a second permutation of the same generator"
 )
 
@@ -467,8 +468,14 @@ def _load_digits(config: DataConfig, path: str | None = None) -> _Source:
     )
 
 
-def _tfds_unavailable_message(name: str, data_dir: str | None, error: BaseException | None) -> str:
-    where = f"in data_dir {data_dir!r}" if data_dir else "in the default TFDS location, and downloading it failed"
+def _tfds_unavailable_message(
+    name: str, data_dir: str | None, error: BaseException | None, default_dir: str | None = None
+) -> str:
+    if data_dir:
+        where = f"in data_dir {data_dir!r}"
+    else:
+        location = f" ({default_dir})" if default_dir else ""
+        where = f"in the default TFDS location{location}, and downloading it failed"
     cause = ""
     if error is not None:
         text = str(error).strip().splitlines()
@@ -516,7 +523,8 @@ def _load_tfds(config: DataConfig, path: str | None = None) -> _Source:
         train = _limit(_tfds_to_numpy(train_ds), config.limit)
         test = _limit(_tfds_to_numpy(test_ds), config.limit)
     except Exception as e:  # download/network/missing-copy failures of any kind
-        raise DatasetUnavailableError(_tfds_unavailable_message(name, config.data_dir, e)) from e
+        default_dir = getattr(getattr(getattr(tfds, "core", None), "constants", None), "DATA_DIR", None)
+        raise DatasetUnavailableError(_tfds_unavailable_message(name, config.data_dir, e, default_dir)) from e
     names = list(info.features["label"].names)
     where = f"tfds:{name}" + (f" (data_dir={config.data_dir})" if config.data_dir else "")
     return _Source(train=train, test=test, class_names=names, description=where)
@@ -1031,7 +1039,8 @@ def main(args: argparse.Namespace) -> int:
                  "limit": args.limit, "seed": args.seed}  # fmt: skip
         config = config.replace(**{k: v for k, v in flags.items() if v is not None})
         config = config.with_overrides(parse_set_args(args.set))
-        dataset = load_dataset(config)
+        with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; stdout is the JSON
+            dataset = load_dataset(config)
     except (DatasetUnavailableError, ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
