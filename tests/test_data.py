@@ -27,7 +27,6 @@ from tfq.data import (
     make_tf_dataset,
     save_npz,
 )
-from tfq.preprocessing import Preprocessing
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DIGITS_N = 1797
