@@ -176,7 +176,14 @@ def load_delegate(library: str | os.PathLike, options: dict[str, Any] | None = N
     Raises:
         DelegateError: If the library is missing or refuses to create a delegate.
     """
+    import ctypes
+
     b = _resolve(backend)
+    try:
+        # Probe first: LiteRT's Delegate raises from a half-built object when the library is missing.
+        ctypes.CDLL(os.fspath(library))
+    except OSError as e:
+        raise DelegateError(f"cannot load delegate library {os.fspath(library)!r}: {e}") from e
     try:
         return b.load_delegate(os.fspath(library), options or {})
     except (OSError, ValueError, RuntimeError, AttributeError) as e:
@@ -216,11 +223,14 @@ def make_interpreter(
         The interpreter (of the chosen backend's ``Interpreter`` class).
 
     Raises:
+        ValueError: If ``num_threads`` is not a positive int.
         InvalidModelError: If the model is missing, empty, truncated or corrupted.
         DelegateError: If a delegate cannot be loaded or applied.
         InterpreterError: If the runtime refuses the model (unsupported op,
             failed allocation) or no interpreter is installed.
     """
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
     if isinstance(model, (str, os.PathLike)):
         validate(model)
         source: dict[str, Any] = {"model_path": os.fspath(model)}

@@ -263,6 +263,8 @@ def read_model(source: ModelSource) -> schema.ModelT:
 
     Buffers stored after the flatbuffer (models written with external offsets)
     are copied inline, so :func:`write_model` produces a self-contained file.
+    Numpy fields (buffer data, shapes, operator inputs) are writable views of
+    a private copy of the file.
 
     Args:
         source: A path to a ``.tflite`` file, or its content.
@@ -274,7 +276,7 @@ def read_model(source: ModelSource) -> schema.ModelT:
     Raises:
         InvalidModelError: If the model is missing or malformed.
     """
-    data = load_bytes(source)
+    data = bytearray(load_bytes(source))  # writable, so numpy fields of the tree can be edited in place
     model = _parse(data)
     _inline_external_buffers(model, data)
     return model
