@@ -159,8 +159,8 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
                                        "total": int(m.group(2)) if m.group(2) else None,
                                        "partitions": int(m.group(4))})
             continue
-        m = re.match(r"(?:ERROR: )?([A-Z][A-Z0-9_]+): (?:Operation is not supported|.*not supported)", line)
-        if m and "ERROR" in line.upper():
+        m = re.search(r"\b([A-Z][A-Z0-9_]+): Operation is not supported", line)
+        if m:
             out["unsupported_ops"].append(m.group(1))
         if re.search(r"\bERROR\b|Benchmarking failed|Failed to", line):
             out["errors"].append(line)
@@ -177,7 +177,7 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
         out["latency_ms"] = {"mean": summary_avg_us / 1e3, "std": None, "min": None, "p50": None, "p90": None,
                              "p99": None, "max": None, "count": None}
     if out["latency_ms"] is None:
-        reason = "; ".join(out["errors"][:3]) or "no 'count=' statistics or 'Inference timings' line"
+        reason = "; ".join(out["errors"][-3:]) or "no 'count=' statistics or 'Inference timings' line"
         raise BenchmarkOutputError(f"cannot parse benchmark_model output: {reason}")
     return out
 
@@ -256,6 +256,12 @@ def _run_one(adb: Any, remote_bin: str, remote_model: str, args: argparse.Namesp
     return parsed, output, None
 
 
+def cool_down(seconds: float) -> None:
+    """Rests between models so the phone's thermal state does not carry over."""
+    logger.info("cooling down for %g s", seconds)
+    time.sleep(seconds)
+
+
 def benchmark_android(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Benchmarks every model of ``args.models`` on a phone; see the module docstring.
 
@@ -290,8 +296,7 @@ def benchmark_android(args: argparse.Namespace) -> tuple[list[dict[str, Any]], d
         for i, (model, result) in enumerate(zip(args.models, results)):
             current = i
             if i > 0 and args.cooldown > 0:
-                logger.info("cooling down for %g s", args.cooldown)
-                time.sleep(args.cooldown)
+                cool_down(args.cooldown)
             try:
                 validate(model)
             except InvalidModelError as e:
