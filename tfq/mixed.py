@@ -31,6 +31,7 @@ explicitly (noted in the assignment, never silently).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
@@ -39,7 +40,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ __all__ = [
     "LITERT_SUPPORT",
     "LayerOp",
     "MixedBuilder",
+    "MixedConfig",
     "MixedModel",
     "Objective",
     "PRECISIONS",
@@ -75,6 +77,7 @@ __all__ = [
     "plot_pareto",
     "quantizable_layers",
     "search_plan",
+    "tflite_logits",
     "verify_precision",
 ]
 
@@ -493,14 +496,10 @@ def _flat_layers(model: Any) -> list[Any]:
 
 
 def float_tflite(model: Any) -> bytes:
-    """Converts a Keras model to a float32 ``.tflite`` (TF converter, no optimizations).
+    """The float32 ``.tflite`` of a Keras model (:func:`tfq.ptq.convert_fp32`); the model is not changed."""
+    from tfq.ptq import convert_fp32
 
-    The caller's model is only traced, never changed.
-    """
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return bytes(converter.convert())
+    return convert_fp32(model)
 
 
 # --------------------------------------------------------------------------- assignment and recipe
@@ -690,6 +689,23 @@ def strip_float_edge_conversions(model_bytes: bytes) -> bytes:
 # --------------------------------------------------------------------------- building
 
 
+@contextlib.contextmanager
+def _quiet_aeq() -> Iterator[None]:
+    """AEQ logs every transformation at INFO on the root logger; raise it to WARNING meanwhile."""
+    import warnings
+
+    root = logging.getLogger()
+    level = root.level
+    if level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            yield
+    finally:
+        root.setLevel(level)
+
+
 @dataclasses.dataclass(frozen=True)
 class MixedModel:
     """A built mixed-precision model and what it is made of.
@@ -809,7 +825,8 @@ class MixedBuilder:
         everything = Assignment({}, {n: Precision.INT8 for n in self.layer_names}, {}, Precision.INT8)
         q = quantizer.Quantizer(bytearray(self.float_model), to_recipe(self.layers, everything))
         data = [{self._input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)]
-        return q.calibrate({self._signature: data}, num_threads=num_threads)
+        with _quiet_aeq():
+            return q.calibrate({self._signature: data}, num_threads=num_threads)
 
     def resolve(self, plan: PrecisionPlan) -> Assignment:
         """The plan's precisions on this model, with LiteRT fallbacks applied."""
@@ -833,7 +850,8 @@ class MixedBuilder:
         recipe = to_recipe(self.layers, assignment)
         q = quantizer.Quantizer(bytearray(self.float_model), recipe)
         calibration = self.calibration if q.need_calibration else None
-        result = q.quantize(calibration, enable_progress_report=False)
+        with _quiet_aeq():
+            result = q.quantize(calibration, enable_progress_report=False)
         model = strip_float_edge_conversions(bytes(result.quantized_model))
         records: tuple[dict[str, Any], ...] = ()
         if verify:
@@ -927,6 +945,15 @@ def verify_precision(
 # --------------------------------------------------------------------------- evaluation
 
 
+def tflite_logits(
+    model: bytes, x: np.ndarray, *, num_threads: int | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """Float outputs of a ``.tflite`` classifier on preprocessed float input."""
+    from tfq.litert import TFLiteModel
+
+    return TFLiteModel.from_bytes(model, num_threads=num_threads).predict(np.asarray(x, np.float32), batch_size)
+
+
 class PlanEvaluator:
     """Scores built models on one fixed split against the FP32 model.
 
@@ -934,7 +961,8 @@ class PlanEvaluator:
       x: Preprocessed inputs of the split.
       y: Integer labels.
       reference_logits: FP32 logits on ``x`` (for agreement and SQNR).
-      num_threads: Interpreter threads.
+      num_threads: Interpreter threads (None: LiteRT's default for accuracy,
+        1 for latency).
       latency_runs: Timed batch-1 invocations per model (0 skips latency).
       warmup_runs: Untimed invocations before timing.
       batch_size: Batch size of the accuracy pass.
@@ -958,30 +986,20 @@ class PlanEvaluator:
         self.reference_logits = np.asarray(reference_logits, np.float32)
         self.reference_top1 = top_k_accuracy(self.reference_logits, self.y)
         self.num_threads = num_threads
+        self.latency_threads = num_threads or 1
         self.latency_runs = latency_runs
         self.warmup_runs = warmup_runs
         self.batch_size = batch_size
 
     def logits(self, model: bytes) -> np.ndarray:
-        from tfq.litert import TFLiteModel
-
-        return TFLiteModel.from_bytes(model, num_threads=self.num_threads).predict(self.x, self.batch_size)
+        return tflite_logits(model, self.x, num_threads=self.num_threads, batch_size=self.batch_size)
 
     def latency_ms(self, model: bytes) -> dict[str, float]:
-        """Batch-1 latency statistics (ms) of ``model`` on the first sample."""
-        from tfq.litert import TFLiteModel
-        from tfq.metrics import latency_stats
+        """Batch-1 latency statistics (ms) of ``model`` on the first sample (XNNPACK on)."""
+        from tfq.evaluate import measure_latency
 
-        runner = TFLiteModel.from_bytes(model, num_threads=self.num_threads)
-        sample = self.x[:1]
-        for _ in range(self.warmup_runs):
-            runner.run_batch(sample)
-        times = []
-        for _ in range(self.latency_runs):
-            t0 = time.perf_counter()
-            runner.run_batch(sample)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return latency_stats(times)
+        return measure_latency(model, self.x[:1], num_threads=self.latency_threads, runs=self.latency_runs,
+                               warmup=self.warmup_runs)
 
     def __call__(self, model: bytes) -> dict[str, Any]:
         """top-1, drop (points), agreement, SQNR, size and latency of ``model``."""
@@ -1095,6 +1113,43 @@ class SearchConfig(ConfigBase):
             raise ConfigError(f"max_evaluations must be >= 1, got {self.max_evaluations}")
         if PRECISIONS[self.promote_to].rank <= PRECISIONS[Precision.INT8].rank:
             raise ConfigError(f"promote_to must be more precise than int8, got {self.promote_to!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedConfig(ConfigBase):
+    """Configuration of ``pipelines.mixed``.
+
+    Attributes:
+      budget: The limits (required to search; optional when building one plan).
+      search: Options of :func:`search_plan`.
+      val_samples: Size of the seeded val subset plans are chosen on.
+      calib_samples: Calibration samples (calib split).
+      test_samples: Test samples reported (None: the whole test split).
+      sensitivity_samples: Val samples of the quick sensitivity pass run when
+        no sensitivity run exists.
+      latency_runs: Timed batch-1 invocations per plan.
+      num_threads: Interpreter threads (None: LiteRT's default).
+      seed: Seed of the subsets.
+    """
+
+    budget: Budget | None = None
+    search: SearchConfig = SearchConfig()
+    val_samples: int = 1000
+    calib_samples: int = 256
+    test_samples: int | None = None
+    sensitivity_samples: int = 512
+    latency_runs: int = 30
+    num_threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ("val_samples", "calib_samples", "sensitivity_samples"):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.test_samples is not None and self.test_samples < 1:
+            raise ConfigError(f"test_samples must be >= 1 or null, got {self.test_samples}")
+        if self.latency_runs < 0:
+            raise ConfigError(f"latency_runs must be >= 0, got {self.latency_runs}")
 
 
 @dataclasses.dataclass
