@@ -1,0 +1,1 @@
+"""Benchmarks of the edge runner itself (scripts, not tests)."""
