@@ -93,6 +93,11 @@ ENVIRONMENT_FILE = "environment.json"
 HISTORY_FILE = "history.jsonl"
 KIND = "experiment"
 
+#: ``run.json`` statuses that count as a finished stage. ``budget_not_met``:
+#: pipelines.mixed wrote its best plan but no plan met the budget; the report
+#: shows it, marked.
+FINISHED_STATUSES = ("complete", "budget_not_met")
+
 #: Files and folders a digest leaves out: the manifest holds timestamps and
 #: status; backups and TensorBoard logs are training-time scratch.
 DIGEST_SKIP_FILES = frozenset({MANIFEST})
@@ -488,7 +493,11 @@ class ExperimentConfig(ConfigBase):
         if stage is Stage.BENCH:
             return self.bench
         cls = _import_class(GRAPH[stage].config_class)
-        return cls.from_dict(self._seeded(cls, getattr(self, stage.value), replica), _where=stage.value)
+        cfg = cls.from_dict(self._seeded(cls, getattr(self, stage.value), replica), _where=stage.value)
+        if stage is Stage.MIXED and getattr(cfg, "budget", None) is None:
+            raise ConfigError("mixed.budget: give at least one of max_drop, max_latency_ms, max_size_mb "
+                              "(the experiment searches for a plan within it)")
+        return cfg
 
     # -- units ---------------------------------------------------------------
     def units(self) -> list["Unit"]:
@@ -601,7 +610,7 @@ class StageContext:
         return path
 
     def record_command(self, module: str, argv: Sequence[str]) -> None:
-        """Records ``python -m <module> <argv>`` as the unit's exact command (before running it)."""
+        """Appends ``python -m <module> <argv>`` to the unit's exact commands (before running it)."""
         if self._on_command is not None:
             self._on_command(["python", "-m", module, *[str(a) for a in argv]])
 
@@ -786,12 +795,12 @@ class Experiment:
                 "status": "running",
                 "started": _now(),
                 "attempts": int(rec.get("attempts", 0)) + 1 if resume else 1,
-                "command": rec.get("command") if resume else None,
+                "commands": [],
             }
             records[unit.name] = rec
 
             def on_command(cmd: list[str], rec=rec) -> None:
-                rec["command"] = cmd
+                rec["commands"].append(cmd)
                 self._save(records)
 
             self._save(records)
@@ -800,8 +809,10 @@ class Experiment:
             t0 = time.perf_counter()
             try:
                 self.adapters[unit.stage](ctx)
-                if not (out / MANIFEST).is_file() or not RunDir(out).is_complete:
-                    raise StageError(f"stage {unit.name!r} returned but {out} is not marked complete")
+                stage_status = RunDir(out).manifest().get("status") if (out / MANIFEST).is_file() else None
+                if stage_status not in FINISHED_STATUSES:
+                    raise StageError(f"stage {unit.name!r} returned but {out} is not marked complete "
+                                     f"(status {stage_status!r})")
             except KeyboardInterrupt:
                 rec.update(status="interrupted", finished=_now())
                 self._save(records)
@@ -811,13 +822,13 @@ class Experiment:
                 rec.update(status="failed", finished=_now(), error=str(e))
                 self._save(records)
                 exp.update_manifest(status="failed")
-                cmd = " ".join(rec.get("command") or [])
+                cmd = " ".join(rec["commands"][-1]) if rec["commands"] else ""
                 if isinstance(e, StageError):
                     raise
                 raise StageError(
                     f"stage {unit.name!r} failed: {e}" + (f"\n  its command: {cmd}" if cmd else "")
                 ) from e
-            rec.update(status="complete", finished=_now(), digest=dir_digest(out),
+            rec.update(status="complete", stage_status=stage_status, finished=_now(), digest=dir_digest(out),
                        seconds=round(time.perf_counter() - t0, 2))
             rec.pop("error", None)
             self._save(records)
