@@ -109,9 +109,9 @@ def load_config(args: argparse.Namespace):
 # --------------------------------------------------------------------------- adapters
 #
 # One function per stage turns the unit's context into that stage CLI's
-# arguments. Verified against the stage CLIs in this checkout: train,
+# arguments. Verified against the stage CLIs in this checkout: train, ptq,
 # sensitivity, mixed, edge.bench. Written against the expected interface, not
-# yet verifiable (their CLIs are not committed): ptq, qat -- see
+# yet verifiable (its CLI is not in the checkout yet): qat -- see
 # docs/report.md. Every argv is checked by the stage's parse_args before any
 # work starts (check_stage_clis), so a drift fails early and names the stage.
 
@@ -138,20 +138,21 @@ def train_argv(ctx) -> list[str]:
 
 
 def ptq_argv(ctx) -> list[str]:
-    """pipelines.ptq (UNVERIFIED: the PTQ CLI is not committed yet).
-
-    Expected interface: ``--baseline RUN_DIR``, ``--modes a,b``,
-    ``--calibration m1,m2`` and ``--config FILE`` holding the shared
-    PTQConfig keys; results.json with one row per artifact.
-    """
+    """pipelines.ptq: the shared PTQConfig keys as --config, modes and methods as flags."""
     sec = ctx.stage_config
-    return [
+    argv = [
         *_baseline(ctx),
         "--config", str(ctx.write_config_file(sec.options)),
-        "--modes", ",".join(sec.modes),
-        "--calibration", ",".join(sec.calibration),
-        *_common(ctx),
+        "--modes", *sec.modes,
+        "--calibration", *sec.calibration,
+        "--latency-runs", str(sec.latency_runs),
+        "--warmup", str(sec.warmup),
     ]
+    if sec.test_samples:
+        argv += ["--test-samples", str(sec.test_samples)]
+    if sec.threads:
+        argv += ["--threads", *map(str, sec.threads)]
+    return [*argv, *_common(ctx)]
 
 
 def sensitivity_argv(ctx) -> list[str]:

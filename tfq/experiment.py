@@ -236,11 +236,20 @@ class PTQSection(ConfigBase):
       options: Keys of :class:`tfq.ptq.PTQConfig` shared by every mode
         (``granularity``, ``io``, ``calib_samples``, ``calibration.percentile``...);
         ``mode`` and ``calibration.method`` come from the lists above.
+      test_samples: Evaluate on the first N test images (None: all).
+      latency_runs: The PTQ stage's own latency runs per thread count (0 skips
+        them; the bench stage measures latency for the report).
+      warmup: Untimed runs before the stage's own timing.
+      threads: Thread counts the stage times (empty: 1 and all cores).
     """
 
     modes: tuple[str, ...] = ("fp32", "dynamic", "fp16", "int8")
     calibration: tuple[str, ...] = ("minmax",)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    test_samples: int | None = None
+    latency_runs: int = 0
+    warmup: int = 10
+    threads: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -254,6 +263,10 @@ class PTQSection(ConfigBase):
             raise ConfigError("ptq.modes must name at least one mode")
         if not self.calibration:
             raise ConfigError("ptq.calibration must name at least one method")
+        if self.test_samples is not None and self.test_samples < 1:
+            raise ConfigError(f"ptq.test_samples must be >= 1 or null, got {self.test_samples}")
+        if self.latency_runs < 0 or self.warmup < 0 or any(t < 1 for t in self.threads):
+            raise ConfigError("ptq: latency_runs and warmup must be >= 0 and threads >= 1")
         if "mode" in self.options:
             raise ConfigError("ptq.options.mode: set the modes with ptq.modes (a list)")
         if isinstance(self.options.get("calibration"), Mapping) and "method" in self.options["calibration"]:

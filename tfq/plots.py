@@ -254,8 +254,8 @@ def plot_grouped_bars(
     plt = _pyplot()
     panels = [(groups, ylabel)] + ([(second, second_ylabel)] if second else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    members = sorted({m for g in groups.values() for m in g} | {m for g in (second or {}).values() for m in g})
     for ax, (data, label) in zip(axes[0], panels):
-        members = sorted({m for g in data.values() for m in g})
         width = 0.8 / max(1, len(members))
         for k, m in enumerate(members):
             xs = [i + (k - (len(members) - 1) / 2) * width for i in range(len(data))]
@@ -269,11 +269,17 @@ def plot_grouped_bars(
         ax.set_ylabel(label)
         finite = [v for g in data.values() for v in g.values() if v is not None and math.isfinite(v)]
         if finite and label.endswith("(%)"):
+            # Accuracies differ by fractions of a point: zoom in, and say so on the axis.
             lo, hi = min(finite), max(finite)
             pad = max(0.5, (hi - lo) * 0.6)
-            ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad) if hi + pad <= 100 else hi + pad)
+            ax.set_ylim(max(0.0, lo - pad), hi + pad)
+            ax.set_ylabel(label[:-1] + ", axis zoomed)")
+        elif finite:
+            ax.set_ylim(min(0.0, min(finite) * 1.1), max(finite) * 1.12)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(title="calibration", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="calibration method", loc="lower center", ncol=max(1, len(members)),
+               bbox_to_anchor=(0.5, -0.08), fontsize=9)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -260,7 +260,7 @@ def report_blocks(c: Collection, out: Path, title: str) -> list[doc.Block]:
         "FP32 model's. SQNR: signal-to-quantization-noise ratio of the logits against FP32 (higher is closer). "
         "Ratio: size against the FP32 `.tflite`. Latency: batch-1 `invoke()` time, median (p50) and 90th "
         "percentile, per target and thread count, from `edge.bench` (columns marked (stage) are the stage's "
-        "own measurement). Peak RSS: the benchmark process's peak resident memory. `a ± b`: mean and standard "
+        "own measurement). Peak RSS: peak resident memory of the `edge.bench` worker process that ran the model (Python and the interpreter runtime included, so compare differences between rows). `a ± b`: mean and standard "
         "deviation over repeats (training seeds for accuracy, benchmark repeats for latency and memory)."
     ))
     blocks.append(results_table(c))
