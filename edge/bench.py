@@ -17,8 +17,10 @@ Targets:
   :mod:`edge.android`).
 
 How it measures (cpu/gpu/edgetpu): every model runs in a fresh worker process
-(``python -m edge.bench --_worker``), so peak RSS (``ru_maxrss``, read right
-after the timed loop, before accuracy evaluation) belongs to that model alone
+(``python -m edge.bench --_worker``), so peak RSS (the process's high-water
+mark -- ``VmHWM`` on Linux, ``ru_maxrss`` elsewhere -- read right after the
+timed loop, before accuracy evaluation; ``rss_before_mb`` is the same mark
+before the interpreter is created) belongs to that model alone
 and a model that crashes the runtime cannot kill this process. The worker
 creates the interpreter (``init_ms``), sets the inputs once, times the first
 ``invoke()`` (``first_ms``), runs ``--warmup`` untimed invocations, then times
@@ -129,11 +131,23 @@ class BenchSpec:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``ru_maxrss``)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` carries
+    the parent's high-water mark across fork+exec, so a worker would report the
+    caller's RSS when that was larger. Elsewhere ``getrusage().ru_maxrss``
+    (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
