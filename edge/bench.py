@@ -641,6 +641,10 @@ def main(args: argparse.Namespace) -> int:
         if args.target == "android":
             from edge.android import benchmark_android
 
+            if args.eval:
+                raise EdgeError("--eval is not available with --target android: benchmark_model measures "
+                                "latency and memory only (accuracy on the phone is not implemented)")
+
             results, device = benchmark_android(args)
         else:
             results, device = benchmark_local(args), None

@@ -228,3 +228,9 @@ def test_adb_missing_tool_or_binary(model_path, tmp_path, capsys, no_tools_path)
     binary.write_bytes(b"x")
     code, _, err = run([model_path("int8"), "--target", "android", "--benchmark-binary", str(binary)], capsys)
     assert code == 2 and "apt-get install adb" in err
+
+
+def test_android_eval_is_refused_clearly(fake_device, model_path, eval_npz, capsys):
+    code, _, err = run(android_args(fake_device, [model_path("int8")], "--eval", eval_npz), capsys)
+    assert code == 2 and "--eval is not available with --target android" in err
+    assert fake_device.calls() == []  # refused before touching the device
