@@ -207,3 +207,16 @@ def test_usage_errors(capsys, model_path):
     assert code == 2 and "at least one MODEL" in err
     code, _, err = run([model_path("int8"), "--runs", "0"], capsys)
     assert code == 2 and "--runs must be >= 1" in err
+
+
+def test_overhead_benchmark_script_runs(tmp_path, capsys, model_path):
+    """Smoke test of the overhead benchmark; its 5% target is checked on real models, not here."""
+    from edge.benchmarks import edge_overhead
+
+    code = edge_overhead.main(edge_overhead.parse_args([model_path("int8"), "--runs", "3", "--warmup", "0",
+                                                        "--rounds", "1", "--out", str(tmp_path)]))
+    out, _ = capsys.readouterr()
+    assert code in (0, 1) and "| int8.tflite" in out
+    report = json.loads((tmp_path / "edge_overhead.json").read_text())
+    (row,) = report["results"]
+    assert row["bare_p50_ms"] > 0 and row["ratio_worker"] > 0 and (tmp_path / "edge_overhead.md").is_file()
