@@ -38,6 +38,8 @@ from tfq.cli import EXIT_OK, add_common_args, guarded, setup_logging
 log = logging.getLogger("pipelines.mixed")
 
 EXIT_BUDGET_NOT_MET = 3
+# Presets evaluated beside the greedy path, so they compete in the final choice.
+SEARCH_PRESETS = ("first_last_fp16", "all_int4_weights")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -236,6 +238,7 @@ def main(args: argparse.Namespace) -> int:
         search = search_plan(
             builder, val_eval, budget,
             int8_ranking=sens.int8_ranking(), int4_ranking=sens.int4_ranking(), config=cfg.search,
+            extra_plans=[PrecisionPlan.preset(p) for p in SEARCH_PRESETS],
             on_candidate=lambda c: run.append_jsonl("plans.jsonl", c.to_dict()),
         )
         plot_pareto(search.candidates, run.file("pareto.png"), reference_top1=val_eval.reference_top1,

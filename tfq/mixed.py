@@ -1211,6 +1211,7 @@ def search_plan(
     int8_ranking: Sequence[str],
     int4_ranking: Sequence[str] | None = None,
     config: SearchConfig = SearchConfig(),
+    extra_plans: Sequence[PrecisionPlan] = (),
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> SearchResult:
     """Greedy search for the smallest (or fastest) plan within a budget.
@@ -1218,7 +1219,8 @@ def search_plan(
     Steps, every plan built, verified and scored by ``evaluate`` (on a
     validation split):
 
-    1. Start from all INT8 (the reference).
+    1. Start from all INT8 (the reference); also evaluate ``extra_plans``
+       (e.g. presets) so they compete in the final choice.
     2. *Promote* while the accuracy budget fails: give ``promote_to`` (FP16)
        to the layers in ``int8_ranking`` order (most sensitive first), one more
        layer per step, until the top-1 drop is within ``max_drop``.
@@ -1245,6 +1247,8 @@ def search_plan(
       int4_ranking: Layer names, most robust to INT4 weights first (defaults
         to the reverse of ``int8_ranking``).
       config: Search options.
+      extra_plans: Plans evaluated after the reference (skipped when they
+        use INT4 and ``allow_int4`` is False); candidates like any other.
       on_candidate: Called after each evaluated plan (e.g. to append it to a
         ``plans.jsonl`` so nothing is lost on an interruption).
 
@@ -1259,10 +1263,12 @@ def search_plan(
     cache: dict[tuple, Candidate] = {}
 
     def evaluate_plan(
-        precisions: dict[str, Precision], step: str, default: Precision = Precision.INT8
+        precisions: dict[str, Precision] | None, step: str, default: Precision = Precision.INT8,
+        plan: PrecisionPlan | None = None,
     ) -> Candidate | None:
-        plan = PrecisionPlan.from_assignment(precisions, default, name=f"search{len(candidates):03d}",
-                                             description=step)
+        if plan is None:
+            plan = PrecisionPlan.from_assignment(precisions or {}, default, name=f"search{len(candidates):03d}",
+                                                 description=step)
         assignment = builder.resolve(plan)
         known = cache.get(assignment.key())
         if known is not None:
@@ -1289,6 +1295,12 @@ def search_plan(
     reference = evaluate_plan(dict(current), "all int8")
     assert reference is not None
     best_so_far = reference
+    for extra in extra_plans:
+        if not config.allow_int4 and any(
+            p in (Precision.INT4_WEIGHTS, Precision.INT4_WEIGHT_ONLY) for p in builder.resolve(extra).effective.values()
+        ):
+            continue
+        evaluate_plan(None, f"preset {extra.name}", plan=extra)
 
     # 2. Promote sensitive layers until the accuracy budget holds.
     promoted: list[str] = []
