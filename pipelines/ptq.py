@@ -231,65 +231,6 @@ def load_source(args: argparse.Namespace) -> _Source:
 # --------------------------------------------------------------------------- run
 
 
-def table_columns(include_model: bool = False) -> list:
-    """The PTQ table's columns (shared with the sweep)."""
-    from tfq.report import (
-        Column,
-        fmt_bytes,
-        fmt_db,
-        fmt_delta_pp,
-        fmt_list,
-        fmt_ms,
-        fmt_pct,
-        fmt_ratio,
-    )
-
-    def lat(threads: str, q: str):
-        return lambda r: (r.get("latency_ms") or {}).get(r.get("_threads", {}).get(threads, ""), {}).get(q)
-
-    cols = [Column("model", "model", align="left")] if include_model else []
-    cols += [
-        Column("name", "variant", align="left"),
-        Column("mode", "mode", align="left"),
-        Column("method", "calibration", align="left"),
-        Column("granularity", "weights", align="left"),
-        Column("io", "I/O", align="left"),
-        Column("top1", "top-1", fmt_pct),
-        Column("delta_top1", "Δ top-1 (pp)", fmt_delta_pp),
-        Column("top5", "top-5", fmt_pct),
-        Column("agreement", "agree", fmt_pct),
-        Column("sqnr_db", "SQNR dB", fmt_db),
-        Column("size_bytes", "size", fmt_bytes),
-        Column("size_ratio", "size/FP32", fmt_ratio),
-        Column(lat("one", "p50"), "1-thr p50 ms", fmt_ms),
-        Column(lat("one", "p90"), "1-thr p90 ms", fmt_ms),
-        Column(lat("all", "p50"), "all-thr p50 ms", fmt_ms),
-        Column(lat("all", "p90"), "all-thr p90 ms", fmt_ms),
-        Column(lambda r: r.get("float_ops") if r.get("expect_integer") else None, "float ops left",
-               lambda v: "n/a" if v is None else fmt_list(v, limit=3), align="left"),
-    ]
-    return cols
-
-
-def annotate_threads(rows: list[dict[str, Any]]) -> None:
-    """Marks which latency entry is 1 thread and which is all threads (for the table)."""
-    for r in rows:
-        keys = sorted((r.get("latency_ms") or {}), key=int)
-        r["_threads"] = {"one": "1" if "1" in keys else "", "all": keys[-1] if keys and keys[-1] != "1" else ""}
-
-
-def markdown(rows: list[dict[str, Any]], include_model: bool = False) -> str:
-    """The table as Markdown (internal keys dropped)."""
-    from tfq.report import markdown_table
-
-    annotate_threads(rows)
-    try:
-        return markdown_table(rows, table_columns(include_model))
-    finally:
-        for r in rows:
-            r.pop("_threads", None)
-
-
 def row_for(result, metrics: dict[str, Any], fp32_top1: float) -> dict[str, Any]:
     """One results row: what was converted and how it scored."""
     cfg = result.config
@@ -318,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     cfg, modes, methods = resolve_config(args)
     from tfq.calibration import representative_samples
-    from tfq.evaluate import default_threads, evaluate_tflite
+    from tfq.evaluate import default_threads, evaluate_tflite, results_markdown
     from tfq.ptq import ConversionError, configs_for, prepare_calibration, quantize
     from tfq.rundir import RunDir
     from tfq.train import run_name
@@ -386,7 +327,7 @@ def main(args: argparse.Namespace) -> int:
         if c.mode.value == "fp32" and row["sqnr_db"] < 60:
             log.warning("FP32 .tflite differs from Keras: SQNR %.1f dB (< 60 dB)", row["sqnr_db"])
 
-    table = markdown(rows)
+    table = results_markdown(rows)
     header = (
         f"# PTQ: {source.name} on {source.dataset_name}\n\n"
         f"Baseline: `{source.baseline or args.keras_model}`; Keras FP32 test top-1 "

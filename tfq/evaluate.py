@@ -24,9 +24,17 @@ import numpy as np
 
 from tfq import metrics
 from tfq.litert import TFLiteModel, interpreter_backend, make_interpreter, quantize_input
+from tfq.report import Column, fmt_bytes, fmt_db, fmt_delta_pp, fmt_list, fmt_ms, fmt_pct, fmt_ratio
 from tfq.tflite_model import load_bytes, summarize
 
-__all__ = ["default_threads", "evaluate_tflite", "measure_latency", "predict_tflite"]
+__all__ = [
+    "default_threads",
+    "evaluate_tflite",
+    "measure_latency",
+    "predict_tflite",
+    "results_columns",
+    "results_markdown",
+]
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +180,55 @@ def evaluate_tflite(
         }
     result["latency_ms"] = latency
     return (result, logits) if return_logits else result
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def results_columns(include_model: bool = False, extra: Sequence[Any] = ()) -> list:
+    """Columns of the evaluation table of quantized variants (PTQ stage and sweep).
+
+    Rows are :func:`evaluate_tflite` results plus ``name``, ``mode``,
+    ``method``, ``granularity``, ``io`` and ``delta_top1``; ``extra`` columns go
+    after ``I/O``.
+    """
+
+    def lat(which: str, q: str):
+        def get(r: dict[str, Any]) -> Any:
+            lat_ms = r.get("latency_ms") or {}
+            many = sorted((k for k in lat_ms if k != "1"), key=int)
+            key = "1" if which == "one" else (many[-1] if many else None)
+            return (lat_ms.get(key) or {}).get(q) if key else None
+
+        return get
+
+    cols: list[Any] = [Column("model", "model", align="left")] if include_model else []
+    cols += [
+        Column("name", "variant", align="left"),
+        Column("mode", "mode", align="left"),
+        Column("method", "calibration", align="left"),
+        Column("granularity", "weights", align="left"),
+        Column("io", "I/O", align="left"),
+        *extra,
+        Column("top1", "top-1", fmt_pct),
+        Column("delta_top1", "Δ top-1 (pp)", fmt_delta_pp),
+        Column("top5", "top-5", fmt_pct),
+        Column("agreement", "agree", fmt_pct),
+        Column("sqnr_db", "SQNR dB", fmt_db),
+        Column("size_bytes", "size", fmt_bytes),
+        Column("size_ratio", "size/FP32", fmt_ratio),
+        Column(lat("one", "p50"), "1-thr p50 ms", fmt_ms),
+        Column(lat("one", "p90"), "1-thr p90 ms", fmt_ms),
+        Column(lat("all", "p50"), "all-thr p50 ms", fmt_ms),
+        Column(lat("all", "p90"), "all-thr p90 ms", fmt_ms),
+        Column(lambda r: r.get("float_ops") if r.get("expect_integer") else None, "float ops left",
+               lambda v: "n/a" if v is None else fmt_list(v, limit=3), align="left"),
+    ]
+    return cols
+
+
+def results_markdown(rows: list[dict[str, Any]], include_model: bool = False, extra: Sequence[Any] = ()) -> str:
+    """The evaluation table as Markdown (see :func:`results_columns`)."""
+    from tfq.report import markdown_table
+
+    return markdown_table(rows, results_columns(include_model, extra))
