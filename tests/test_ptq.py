@@ -321,3 +321,13 @@ def test_model_is_not_modified(data):
     quantize(model, PTQConfig(calib_samples=8), data)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_preset_files_match_presets(repo_root):
+    files = sorted((repo_root / "configs" / "ptq").glob("*.yaml"))
+    assert files
+    for path in files:
+        cfg = PTQConfig.load(path)  # every file is a valid recipe
+        if path.stem in PRESETS:
+            assert cfg == PRESETS[path.stem], path.name
+    assert {p.stem for p in files} >= {"int8_per_channel", "int8_per_tensor", "edgetpu_int8", "int16x8"}
