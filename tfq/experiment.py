@@ -841,6 +841,12 @@ class Experiment:
                 raise StageError(
                     f"stage {unit.name!r} failed: {e}" + (f"\n  its command: {cmd}" if cmd else "")
                 ) from e
+            # The stage ran in this process, so its run.json recorded this command line;
+            # replace it by the stage's own command, which reproduces the stage alone.
+            stage_manifest = {"commands": rec["commands"], "experiment": str(self.path.resolve())}
+            if len(rec["commands"]) == 1:
+                stage_manifest["command"] = rec["commands"][0]
+            RunDir(out).update_manifest(**stage_manifest)
             rec.update(status="complete", stage_status=stage_status, finished=_now(), digest=dir_digest(out),
                        seconds=round(time.perf_counter() - t0, 2))
             rec.pop("error", None)

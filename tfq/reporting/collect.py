@@ -562,8 +562,8 @@ def collect(paths: Iterable[str | os.PathLike]) -> Collection:
         elif kind in READERS:
             if manifest.get("status") != "complete":
                 out.notes.append(f"{_display(path)}: status {manifest.get('status')!r} (not complete)")
-            if manifest.get("command"):
-                out.commands.append((kind, _join(manifest["command"])))
+            for cmd in manifest.get("commands") or ([manifest["command"]] if manifest.get("command") else []):
+                out.commands.append((kind, _join(cmd)))
             READERS[kind]([path], out)
         else:
             valid = ", ".join(["experiment", *READERS])
