@@ -610,6 +610,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.add_argument_group("android (adb)")
     a.add_argument("--adb", default=None, help="adb executable (default: $ADB or adb on PATH)")
     a.add_argument("--serial", default=None, help="device serial (required when several are attached)")
+    a.add_argument("--list-devices", action="store_true", help="list attached devices (adb devices -l) and exit")
     a.add_argument("--benchmark-binary", default=None, metavar="PATH",
                    help="TFLite benchmark_model binary built for the phone's ABI")
     a.add_argument("--remote-dir", default="/data/local/tmp/tfq_bench", help="working folder on the device")
@@ -633,6 +634,12 @@ def main(args: argparse.Namespace) -> int:
     if args._worker:
         return worker_main(*args._worker)
     try:
+        if args.list_devices:
+            from edge.adb import Adb, find_adb
+
+            for d in Adb(find_adb(args.adb)).devices():
+                print("\t".join([d.serial, d.state, *(f"{k}:{v}" for k, v in d.details.items())]))
+            return 0
         if not args.models:
             raise EdgeError("give at least one MODEL.tflite")
         check_writable(args.json, args.overwrite)

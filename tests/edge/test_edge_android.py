@@ -234,3 +234,10 @@ def test_android_eval_is_refused_clearly(fake_device, model_path, eval_npz, caps
     code, _, err = run(android_args(fake_device, [model_path("int8")], "--eval", eval_npz), capsys)
     assert code == 2 and "--eval is not available with --target android" in err
     assert fake_device.calls() == []  # refused before touching the device
+
+
+def test_list_devices(fake_device, capsys):
+    fake_device.set(FAKE_ADB_DEVICES="AAA:device,BBB:unauthorized")
+    code, out, _ = run(["--list-devices", "--adb", fake_device.adb], capsys)
+    assert code == 0
+    assert out.splitlines()[0].startswith("AAA\tdevice\tproduct:fake") and out.splitlines()[1] == "BBB\tunauthorized"
