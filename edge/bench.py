@@ -22,7 +22,8 @@ mark -- ``VmHWM`` on Linux, ``ru_maxrss`` elsewhere -- read right after the
 timed loop, before accuracy evaluation; ``rss_before_mb`` is the same mark
 before the interpreter is created) belongs to that model alone
 and a model that crashes the runtime cannot kill this process. The worker
-creates the interpreter (``init_ms``), sets the inputs once, times the first
+validates the flatbuffer, then creates the interpreter (``init_ms``: loading,
+delegate application and tensor allocation), sets the inputs once, times the first
 ``invoke()`` (``first_ms``), runs ``--warmup`` untimed invocations, then times
 only ``invoke()`` with ``time.perf_counter_ns`` until both ``--runs`` and
 ``--min-seconds`` are reached. With ``--eval`` it then computes top-1 (and top-5)
@@ -221,7 +222,8 @@ def _build_interpreter(spec: BenchSpec, result: dict[str, Any]) -> Any:
     lib, name, options = _delegate_for(spec)
     result["delegate"] = name
     if spec.target == "cpu":
-        return make_interpreter(spec.model, num_threads=spec.threads, use_xnnpack=spec.use_xnnpack)
+        return make_interpreter(spec.model, num_threads=spec.threads, use_xnnpack=spec.use_xnnpack,
+                                validate_first=False)
     how_to = INSTALL_GPU if spec.target == "gpu" else INSTALL_EDGETPU
     if lib is None:
         reason = f"no {spec.target} delegate library given: {how_to}"
@@ -230,7 +232,7 @@ def _build_interpreter(spec: BenchSpec, result: dict[str, Any]) -> Any:
         try:
             # The default XNNPACK delegate is left out so coverage counts this delegate alone.
             return make_interpreter(spec.model, num_threads=spec.threads, use_xnnpack=False,
-                                    delegates=[(lib, options)])
+                                    delegates=[(lib, options)], validate_first=False)
         except DelegateError as e:
             reason = f"{e}; {how_to}"
     if not spec.allow_fallback:
@@ -238,7 +240,8 @@ def _build_interpreter(spec: BenchSpec, result: dict[str, Any]) -> Any:
     logger.warning("%s; falling back to the CPU", reason)
     result["fallback"] = f"cpu: {reason}"
     result["delegate"] = "xnnpack" if spec.use_xnnpack else "none"
-    return make_interpreter(spec.model, num_threads=spec.threads, use_xnnpack=spec.use_xnnpack)
+    return make_interpreter(spec.model, num_threads=spec.threads, use_xnnpack=spec.use_xnnpack,
+                            validate_first=False)
 
 
 def _check_coverage(spec: BenchSpec, result: dict[str, Any], coverage: dict[str, Any]) -> None:
@@ -311,6 +314,9 @@ def run_spec(spec: BenchSpec) -> dict[str, Any]:
         pre = Preprocessing.from_dict(spec.preprocessing) if spec.preprocessing else None
         eval_data = load_eval(spec.eval_path, pre, spec.eval_limit)
 
+    from tfq.tflite_model import validate
+
+    validate(spec.model)  # before the clock: init_ms times loading, delegation and allocation only
     t0 = time.perf_counter_ns()
     interpreter = _build_interpreter(spec, result)
     result["init_ms"] = (time.perf_counter_ns() - t0) / 1e6

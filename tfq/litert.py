@@ -199,6 +199,7 @@ def make_interpreter(
     preserve_all_tensors: bool = False,
     backend: str = "auto",
     allocate: bool = True,
+    validate_first: bool = True,
 ) -> Any:
     """Makes a TFLite interpreter for a validated model.
 
@@ -218,6 +219,8 @@ def make_interpreter(
             ``"tensorflow"``.
         allocate: Call ``allocate_tensors()`` before returning, so an invalid
             graph fails here.
+        validate_first: Check the flatbuffer before loading it. Only pass False
+            for a model that was just validated (e.g. to time loading alone).
 
     Returns:
         The interpreter (of the chosen backend's ``Interpreter`` class).
@@ -232,11 +235,13 @@ def make_interpreter(
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
     if isinstance(model, (str, os.PathLike)):
-        validate(model)
+        if validate_first:
+            validate(model)
         source: dict[str, Any] = {"model_path": os.fspath(model)}
     else:
         content = load_bytes(model)
-        validate(content)
+        if validate_first:
+            validate(content)
         source = {"model_content": content}
     b = _resolve(backend)
     loaded = []
