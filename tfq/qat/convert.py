@@ -398,16 +398,19 @@ def check_agreement(
     x: np.ndarray,
     *,
     min_agreement: float = 0.99,
-    max_steps: float = 2.0,
+    max_steps: float = 3.0,
     rel_tolerance: float = 0.05,
     batch_size: int = 64,
 ) -> AgreementReport:
     """Compares the Keras fake-quant model and the ``.tflite`` on ``x``.
 
+    INT8 kernels round differently from the float simulation (TFLite's MEAN
+    and requantization multipliers), so an intermediate tensor can be one step
+    off and a logit two; three steps is the default tolerance.
+
     Logits are "close" when the largest difference is at most ``max_steps``
-    output quantization steps (INT8 rounding can differ by one step), or, for
-    a float output (a keep-float classifier), ``rel_tolerance`` of the logits'
-    peak-to-peak spread over ``x``.
+    output quantization steps, or, for a float output (a keep-float
+    classifier), ``rel_tolerance`` of the logits' peak-to-peak spread over ``x``.
 
     Args:
       qat_model: The fake-quant Keras model.
