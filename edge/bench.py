@@ -270,6 +270,7 @@ def _check_coverage(spec: BenchSpec, result: dict[str, Any], coverage: dict[str,
 
 
 def _resize_for_timing(interpreter: Any, spec: BenchSpec, eval_shape: tuple[int, ...] | None) -> None:
+    """Resizes the first input for timing: ``--input-shape``, else the eval images' H/W, plus ``--batch``."""
     details = interpreter.get_input_details()
     if not details:
         return
@@ -534,11 +535,16 @@ def spec_from_args(args: argparse.Namespace, model: str, **overrides: Any) -> Be
         if not sep or not key:
             raise EdgeError(f"--delegate-option expects KEY=VALUE, got {item!r}")
         options[key] = value
+    try:
+        input_shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+    except ValueError:
+        raise EdgeError(f"--input-shape expects comma-separated integers like 1,224,224,3, got "
+                        f"{args.input_shape!r}") from None
     fields = dict(
         model=model, target=args.target, threads=args.threads, use_xnnpack=not args.no_xnnpack,
         delegate_lib=args.delegate_lib, delegate_options=options, allow_fallback=args.allow_fallback,
         warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, batch=args.batch,
-        input_shape=tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None,
+        input_shape=input_shape,
         eval_path=args.eval, preprocessing=pre, eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size,
     )
     fields.update(overrides)

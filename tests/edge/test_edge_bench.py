@@ -207,6 +207,10 @@ def test_usage_errors(capsys, model_path):
     assert code == 2 and "at least one MODEL" in err
     code, _, err = run([model_path("int8"), "--runs", "0"], capsys)
     assert code == 2 and "--runs must be >= 1" in err
+    code, _, err = run([model_path("int8"), "--input-shape", "1,x"], capsys)
+    assert code == 2 and "comma-separated integers" in err
+    code, _, err = run([model_path("int8"), "--delegate-option", "device"], capsys)
+    assert code == 2 and "KEY=VALUE" in err
 
 
 def test_overhead_benchmark_script_runs(tmp_path, capsys, model_path):
