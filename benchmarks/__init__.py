@@ -1,0 +1,1 @@
+"""Benchmark scripts: speed and accuracy targets written as JSON + Markdown (not tests)."""
