@@ -109,20 +109,22 @@ def load_config(args: argparse.Namespace):
 # --------------------------------------------------------------------------- adapters
 #
 # One function per stage turns the unit's context into that stage CLI's
-# arguments. Verified against the stage CLIs in this checkout: train, ptq,
-# sensitivity, mixed, edge.bench. Written against the expected interface, not
-# yet verifiable (its CLI is not in the checkout yet): qat -- see
-# docs/report.md. Every argv is checked by the stage's parse_args before any
-# work starts (check_stage_clis), so a drift fails early and names the stage.
+# arguments (written against the stage CLIs in this checkout: train, ptq,
+# sensitivity, qat, mixed, edge.bench). Every argv is checked by the stage's
+# own parse_args before any work starts (check_stage_clis), so a drift in a
+# stage's flags fails early and names the stage.
+
+
+#: Stages whose CLI continues an unfinished run in ``--out`` with the same
+#: config (from its last finished epoch); the others restart with --overwrite.
+RESUMES_ITSELF = {"train", "qat"}
 
 
 def _common(ctx) -> list[str]:
     """``--out``/``--root`` (searches stay inside the experiment) and ``--overwrite`` to restart."""
-    from tfq.experiment import Stage
-
     argv = ["--out", str(ctx.out), "--root", str(ctx.exp_dir)]
-    if ctx.resume and ctx.unit.stage is not Stage.TRAIN:
-        argv.append("--overwrite")  # restart an interrupted stage in place (training resumes instead)
+    if ctx.resume and ctx.unit.stage.value not in RESUMES_ITSELF:
+        argv.append("--overwrite")  # restart an interrupted stage in place
     return argv
 
 
@@ -161,18 +163,18 @@ def sensitivity_argv(ctx) -> list[str]:
 
 
 def qat_argv(ctx) -> list[str]:
-    """pipelines.qat (UNVERIFIED: the QAT CLI is not committed yet).
+    """pipelines.qat: QATConfig as --config, ranges from the experiment's PTQ stage.
 
-    Expected interface: ``--baseline RUN_DIR`` and ``--config FILE`` holding a
-    QATConfig; ``ptq_run`` is pointed at the experiment's PTQ stage when
-    ranges are initialized from PTQ.
+    ``ptq_run`` is pointed at the experiment's PTQ stage when ranges are
+    initialized from PTQ; the stage's own latency timing is skipped (the bench
+    stage measures every model the same way).
     """
     from tfq.experiment import Stage
 
     data = ctx.stage_config.to_dict()
     if Stage.PTQ in ctx.inputs and data.get("init_from_ptq") and not data.get("ptq_run"):
         data["ptq_run"] = str(ctx.inputs[Stage.PTQ])
-    return [*_baseline(ctx), "--config", str(ctx.write_config_file(data)), *_common(ctx)]
+    return [*_baseline(ctx), "--config", str(ctx.write_config_file(data)), "--latency-runs", "0", *_common(ctx)]
 
 
 def mixed_argv(ctx) -> list[str]:

@@ -341,10 +341,15 @@ def read_qat(runs: Sequence[Path], out: Collection) -> None:
     rows: list[Row] = []
     for run in runs:
         data = _read(run / "results.json") or {}
-        row = Row(label="QAT int8", family="QAT", source=_display(run), mode="int8")
-        if isinstance(data, Mapping):
-            _fill_metrics(row, data)
-            row.file = _resolve_file(run, _first(data, "model_file", "tflite_file", "file", "path"))
+        # pipelines.qat writes PTQ-style rows (fp32 and PTQ references, then the QAT model).
+        entries = _variant_rows(data)
+        qat = [e for e in entries if str(e.get("name", "")).startswith("qat")] or entries[-1:]
+        entry = qat[0] if qat else data
+        mode = str(entry.get("mode") or "int8") if isinstance(entry, Mapping) else "int8"
+        row = Row(label=f"QAT {mode}", family="QAT", source=_display(run), mode=mode)
+        if isinstance(entry, Mapping):
+            _fill_metrics(row, entry)
+            row.file = _resolve_file(run, _first(entry, "model_file", "tflite_file", "file", "path"))
         if row.file is None:
             tfl = sorted(run.glob("*.tflite"))
             row.file = str(tfl[0].resolve()) if tfl else None
