@@ -45,10 +45,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tfq  # noqa: F401
 from tfq.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, guarded, setup_logging
+
+if TYPE_CHECKING:
+    from tfq.experiment import BenchSection, ExperimentConfig, StageContext
 
 log = logging.getLogger("pipelines.experiment")
 
@@ -93,7 +96,7 @@ def _set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(args: argparse.Namespace):
+def load_config(args: argparse.Namespace) -> ExperimentConfig:
     """The config file, then ``--set`` overrides, then ``--repeats``; validated as a whole."""
     from tfq.configs import load_mapping, parse_scalar, parse_set_args
     from tfq.experiment import ExperimentConfig
@@ -120,7 +123,7 @@ def load_config(args: argparse.Namespace):
 RESUMES_ITSELF = {"train", "qat"}
 
 
-def _common(ctx) -> list[str]:
+def _common(ctx: StageContext) -> list[str]:
     """``--out``/``--root`` (searches stay inside the experiment) and ``--overwrite`` to restart."""
     argv = ["--out", str(ctx.out), "--root", str(ctx.exp_dir)]
     if ctx.resume and ctx.unit.stage.value not in RESUMES_ITSELF:
@@ -128,18 +131,18 @@ def _common(ctx) -> list[str]:
     return argv
 
 
-def _baseline(ctx) -> list[str]:
+def _baseline(ctx: StageContext) -> list[str]:
     from tfq.experiment import Stage
 
     return ["--baseline", str(ctx.inputs[Stage.TRAIN])]
 
 
-def train_argv(ctx) -> list[str]:
+def train_argv(ctx: StageContext) -> list[str]:
     """pipelines.train: the resolved TrainConfig as --config; resumes an unfinished --out itself."""
     return ["--config", str(ctx.write_config_file(ctx.stage_config.to_dict())), *_common(ctx)]
 
 
-def ptq_argv(ctx) -> list[str]:
+def ptq_argv(ctx: StageContext) -> list[str]:
     """pipelines.ptq: the shared PTQConfig keys as --config, modes and methods as flags."""
     sec = ctx.stage_config
     argv = [
@@ -157,12 +160,12 @@ def ptq_argv(ctx) -> list[str]:
     return [*argv, *_common(ctx)]
 
 
-def sensitivity_argv(ctx) -> list[str]:
+def sensitivity_argv(ctx: StageContext) -> list[str]:
     """pipelines.sensitivity: SensitivityConfig as --config."""
     return [*_baseline(ctx), "--config", str(ctx.write_config_file(ctx.stage_config.to_dict())), *_common(ctx)]
 
 
-def qat_argv(ctx) -> list[str]:
+def qat_argv(ctx: StageContext) -> list[str]:
     """pipelines.qat: QATConfig as --config, ranges from the experiment's PTQ stage.
 
     ``ptq_run`` is pointed at the experiment's PTQ stage when ranges are
@@ -177,7 +180,7 @@ def qat_argv(ctx) -> list[str]:
     return [*_baseline(ctx), "--config", str(ctx.write_config_file(data)), "--latency-runs", "0", *_common(ctx)]
 
 
-def mixed_argv(ctx) -> list[str]:
+def mixed_argv(ctx: StageContext) -> list[str]:
     """pipelines.mixed: MixedConfig (with its budget) as --config; the experiment's sensitivity run."""
     from tfq.experiment import Stage
 
@@ -186,7 +189,9 @@ def mixed_argv(ctx) -> list[str]:
             *_common(ctx)]
 
 
-def bench_argv(sec, models: Sequence[str], target: str, threads: int, json_path: str | os.PathLike) -> list[str]:
+def bench_argv(
+    sec: BenchSection, models: Sequence[str], target: str, threads: int, json_path: str | os.PathLike
+) -> list[str]:
     """edge.bench for one target and thread count, results as JSON."""
     argv = [*models, "--target", target, "--threads", str(threads), "--runs", str(sec.runs),
             "--warmup", str(sec.warmup), "--min-seconds", str(sec.min_seconds), "--timeout", str(sec.timeout),
@@ -225,7 +230,9 @@ def _parse(module_name: str, argv: Sequence[str]) -> tuple[Any, argparse.Namespa
         raise ValueError(f"{module_name} rejected the arguments the experiment derives: {last[0]}") from None
 
 
-def _run_cli(ctx, module_name: str, argv: Sequence[str], ok_codes: Sequence[int] = (0,)) -> int:
+def _run_cli(
+    ctx: StageContext, module_name: str, argv: Sequence[str], ok_codes: Sequence[int] = (0,)
+) -> int:
     """Runs one stage CLI in this process; returns its exit code.
 
     Raises:
@@ -244,18 +251,18 @@ def _run_cli(ctx, module_name: str, argv: Sequence[str], ok_codes: Sequence[int]
     return rc
 
 
-def cli_adapter(stage: str):
+def cli_adapter(stage: str) -> Any:
     """The adapter running one CLI stage (``CLI_STAGES``)."""
     module_name, build, ok_codes = CLI_STAGES[stage]
 
-    def adapter(ctx) -> None:
+    def adapter(ctx: StageContext) -> None:
         _run_cli(ctx, module_name, build(ctx), ok_codes)
 
     adapter.__name__ = f"run_{stage}"
     return adapter
 
 
-def bench_models(ctx) -> list[tuple[str, str]]:
+def bench_models(ctx: StageContext) -> list[tuple[str, str]]:
     """``(path relative to the experiment, absolute path)`` of every ``.tflite`` to benchmark."""
     from tfq.experiment import Stage
 
@@ -271,7 +278,7 @@ def bench_models(ctx) -> list[tuple[str, str]]:
     return out
 
 
-def run_bench(ctx) -> None:
+def run_bench(ctx: StageContext) -> None:
     """The bench stage: edge.bench per target x threads x repeat, aggregated into a run directory.
 
     Writes ``raw/<target>-t<threads>-r<k>.json`` (edge.bench's own JSON),
@@ -321,7 +328,7 @@ def run_bench(ctx) -> None:
     run.mark_complete(measured=len(ok), failed=len(measurements) - len(ok))
 
 
-def adapters() -> dict:
+def adapters() -> dict[Any, Any]:
     """Stage -> adapter for every stage."""
     from tfq.experiment import Stage
 
@@ -330,7 +337,7 @@ def adapters() -> dict:
     return out
 
 
-def check_stage_clis(cfg) -> None:
+def check_stage_clis(cfg: ExperimentConfig) -> None:
     """Before any work: every listed stage's CLI exists and accepts the arguments derived for it.
 
     Raises:
@@ -360,7 +367,7 @@ def check_stage_clis(cfg) -> None:
                 raise ConfigError(f"stage {unit.name!r}: {e}") from None
 
 
-def experiment_dir(args: argparse.Namespace, cfg) -> Path:
+def experiment_dir(args: argparse.Namespace, cfg: ExperimentConfig) -> Path:
     """``--out``, else the newest experiment of this name under ``--root`` (unless ``--fresh``), else a new one."""
     from tfq.experiment import find_experiment
     from tfq.rundir import timestamp

@@ -10,7 +10,6 @@ stage that is not there yet is skipped with its reason.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +210,30 @@ def test_reuse_recompute_downstream_and_move_aside(tmp_path):
     # as before (the recorded digest), so bench stays cached.
     assert [c for c, _ in fake.calls] == ["train", "ptq"]
     assert not (path / "ptq" / "extra.tflite").exists()
+
+
+def test_dropped_stage_is_reused_when_it_comes_back(tmp_path):
+    fake = FakeStages()
+    path = tmp_path / "exp"
+    with_sens = _cfg(stages=["train", "ptq", "sensitivity", "bench"])
+    Experiment(with_sens, path, fake.adapters()).run()
+    Experiment(_cfg(), path, fake.adapters()).run()
+    assert _statuses(path)["sensitivity"] == "dropped"
+    fake.calls.clear()
+    Experiment(with_sens, path, fake.adapters()).run()
+    assert fake.calls == [] and _statuses(path)["sensitivity"] == "reused"
+
+
+def test_cli_overrides_and_repeats(tmp_path):
+    from pipelines.experiment import load_config, parse_args
+
+    cfg = load_config(parse_args(["--config", str(TINY), "--repeats", "3", "--set", "train.optimizer.lr=0.02",
+                                  "--set", "stages=[train,ptq,bench]", "--set", "bench.threads=[1,2]"]))
+    assert cfg.repeats == 3 and cfg.train_config().optimizer.lr == 0.02
+    assert cfg.stages == (Stage.TRAIN, Stage.PTQ, Stage.BENCH) and cfg.bench.threads == (1, 2)
+    assert [u.name for u in cfg.units()] == ["train", "ptq", "bench"]  # tiny: repeat_training false
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(parse_args(["--config", str(TINY), "--set", "seed.x=1"]))
 
 
 def test_interrupted_stage_resumes_in_place(tmp_path):

@@ -775,14 +775,18 @@ class Experiment:
             rec = records.get(unit.name, {})
             out = self.path / unit.name
             forced = unit.stage in self.rerun
+            finished = rec.get("status") in ("complete", "reused") or (
+                rec.get("status") == "dropped" and rec.get("dropped_from") in ("complete", "reused")
+            )
             if (
                 not forced
                 and rec.get("hash") == h
-                and rec.get("status") in ("complete", "reused")
+                and finished
                 and out.is_dir()
                 and dir_digest(out) == rec.get("digest")
             ):
                 rec["status"] = "reused"
+                rec.pop("dropped_from", None)
                 rec["reused_at"] = _now()
                 records[unit.name] = rec
                 self._save(records)
@@ -852,10 +856,11 @@ class Experiment:
             rec.pop("error", None)
             self._save(records)
             outcomes.append(UnitOutcome(unit, "resumed" if resume else "computed", rec["seconds"]))
-        # Units no longer in the config stay on disk but are marked.
+        # Units no longer in the config stay on disk, marked (and reusable if they come back).
         planned = {u.name for u in self.config.units()}
         for name, rec in records.items():
             if name not in planned and rec.get("status") != "dropped":
+                rec["dropped_from"] = rec.get("status")
                 rec["status"] = "dropped"
         self._save(records)
         exp.append_jsonl(HISTORY_FILE, {

@@ -195,13 +195,15 @@ def draw_plots(c: Collection, out: Path, title: str) -> list[doc.Block]:
     curves = {cv.label: (cv.epochs, [None if v is None else 100 * v for v in cv.values.get("val_top1", [])])
               for cv in c.qat_curves if cv.values.get("val_top1")}
     if curves:
-        refs = {}
-        if c.fp32_val_top1 is not None:
+        refs = {k: 100 * v for k, v in c.qat_references.items()}
+        if not refs and c.fp32_val_top1 is not None:
             refs["FP32 (val)"] = 100 * c.fp32_val_top1
         plots.plot_curves(curves, out / "qat_curve.png", ylabel="validation top-1 (%)",
                           title=f"{title}: QAT accuracy per epoch", references=refs)
         blocks.append(doc.Image("qat_curve.png", "QAT accuracy per epoch",
-                                "Validation top-1 of the fake-quantized model after each QAT epoch."))
+                                "Validation top-1 of the fake-quantized model after each QAT epoch (epoch 0: "
+                                "right after the range initialization), with the FP32 and PTQ references on the "
+                                "same split."))
 
     sens = c.sensitivity
     if sens:
@@ -260,7 +262,9 @@ def report_blocks(c: Collection, out: Path, title: str) -> list[doc.Block]:
         "FP32 model's. SQNR: signal-to-quantization-noise ratio of the logits against FP32 (higher is closer). "
         "Ratio: size against the FP32 `.tflite`. Latency: batch-1 `invoke()` time, median (p50) and 90th "
         "percentile, per target and thread count, from `edge.bench` (columns marked (stage) are the stage's "
-        "own measurement). Peak RSS: peak resident memory of the `edge.bench` worker process that ran the model (Python and the interpreter runtime included, so compare differences between rows). `a ± b`: mean and standard "
+        "own measurement). Peak RSS: peak resident memory of the `edge.bench` worker process that ran the "
+        "model (Python and the interpreter runtime included, so compare differences between rows). "
+        "`a ± b`: mean and standard "
         "deviation over repeats (training seeds for accuracy, benchmark repeats for latency and memory)."
     ))
     blocks.append(results_table(c))
@@ -310,6 +314,14 @@ def _rows_json(c: Collection) -> list[dict[str, Any]]:
     ]
 
 
+def _short(name: str) -> str:
+    """``npz:/long/path/cifar10_shared.npz`` -> ``npz:cifar10_shared``; names stay as they are."""
+    prefix, sep, rest = str(name).partition(":")
+    if sep and rest:
+        return f"{prefix}:{Path(rest.rstrip('/')).stem}"
+    return Path(name).stem if str(name).endswith((".keras", ".h5")) else str(name)
+
+
 def build_report(
     paths: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -343,7 +355,8 @@ def build_report(
         if overwrite:
             old.unlink()
     if title is None:
-        names = sorted({f"{s['model']} / {s['dataset']}" for s in c.sources if s.get("model")})
+        names = sorted({f"{_short(s['model'])} / {_short(s.get('dataset') or '?')}" for s in c.sources
+                        if s.get("model")})
         title = "Quantization report" + (f": {', '.join(names)}" if names else "")
     short = title.split(": ", 1)[-1]
     blocks = report_blocks(c, out, short if short != title else "tfq")

@@ -130,6 +130,7 @@ class Collection:
     train_curves: list[Curve] = dataclasses.field(default_factory=list)
     sensitivity: dict[str, Any] | None = None
     fp32_val_top1: float | None = None
+    qat_references: dict[str, float] = dataclasses.field(default_factory=dict)
     bench: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     bench_setup: dict[str, Any] = dataclasses.field(default_factory=dict)
     environment: dict[str, Any] | None = None
@@ -359,8 +360,17 @@ def read_qat(runs: Sequence[Path], out: Collection) -> None:
             out.notes.append(f"{_display(run)}: QAT results.json has no top-1 in a known layout")
         rows.append(row)
         recs = _jsonl(run / "metrics.jsonl")
+        ref = _read(run / "reference.json") if (run / "reference.json").is_file() else None
         if recs:
+            initial = ref.get("qat_initial_val_top1") if isinstance(ref, Mapping) else None
+            if _finite(initial):  # the accuracy right after range initialization, as epoch 0
+                recs = [{"epoch": 0, "val_top1": initial}, *recs]
             out.qat_curves.append(_curve(run.name, recs))
+        if isinstance(ref, Mapping):
+            for key, label in (("fp32", "FP32 (val)"), ("ptq", "PTQ {name} (val)")):
+                r = ref.get(key)
+                if isinstance(r, Mapping) and _finite(r.get("val_top1")):
+                    out.qat_references[label.format(name=r.get("name", "int8"))] = float(r["val_top1"])
     if not rows:
         return
     first = rows[0]
