@@ -236,6 +236,34 @@ def test_cli_overrides_and_repeats(tmp_path):
         load_config(parse_args(["--config", str(TINY), "--set", "seed.x=1"]))
 
 
+def test_cli_adapter_maps_exit_codes(monkeypatch):
+    """A stage CLI's 130 becomes KeyboardInterrupt, other codes StageError, parser errors ValueError."""
+    import types
+
+    from pipelines.experiment import _parse, _run_cli
+
+    def parse_args(argv):
+        import argparse
+
+        p = argparse.ArgumentParser(prog="fake")
+        p.add_argument("--code", type=int, required=True)
+        return p.parse_args(argv)
+
+    module = types.SimpleNamespace(parse_args=parse_args, main=lambda args: args.code)
+    monkeypatch.setitem(sys.modules, "fake_stage_cli", module)
+    recorded = []
+    ctx = types.SimpleNamespace(record_command=lambda m, argv: recorded.append([m, *argv]))
+    assert _run_cli(ctx, "fake_stage_cli", ["--code", "0"]) == 0
+    assert _run_cli(ctx, "fake_stage_cli", ["--code", "3"], ok_codes=(0, 3)) == 3
+    with pytest.raises(StageError, match="exited with status 1"):
+        _run_cli(ctx, "fake_stage_cli", ["--code", "1"])
+    with pytest.raises(KeyboardInterrupt):
+        _run_cli(ctx, "fake_stage_cli", ["--code", "130"])
+    with pytest.raises(ValueError, match="fake_stage_cli rejected the arguments.*--nope"):
+        _parse("fake_stage_cli", ["--code", "1", "--nope"])
+    assert recorded[0] == ["fake_stage_cli", "--code", "0"]
+
+
 def test_interrupted_stage_resumes_in_place(tmp_path):
     fake = FakeStages()
     path = tmp_path / "exp"
