@@ -40,6 +40,8 @@ log = logging.getLogger("pipelines.mixed")
 EXIT_BUDGET_NOT_MET = 3
 # Presets evaluated beside the greedy path, so they compete in the final choice.
 SEARCH_PRESETS = ("first_last_fp16", "all_int4_weights")
+# Largest |Keras - float .tflite| logit difference, relative to the largest |logit|, before a warning.
+KERAS_TOLERANCE = 1e-3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,6 +156,8 @@ def main(args: argparse.Namespace) -> int:
                          "or a plan to build (--plan, --rule)")
     if not args.model and not args.baseline:
         raise ValueError("give --model NAME (newest complete baseline) or --baseline RUN_DIR")
+    import numpy as np
+
     from tfq.baseline import resolve_baseline
     from tfq.evaluate import evaluate_tflite
     from tfq.metrics import top_k_accuracy
@@ -190,8 +194,15 @@ def main(args: argparse.Namespace) -> int:
     names = keras_layer_names(model)
     fp32 = float_tflite(model)
     builder = MixedBuilder(fp32, x_cal[: cfg.calib_samples], layer_names=names, num_threads=cfg.num_threads)
-    val_eval = PlanEvaluator(x_val, y_val, tflite_logits(fp32, x_val, num_threads=cfg.num_threads),
-                             num_threads=cfg.num_threads, latency_runs=cfg.latency_runs)
+    val_ref = tflite_logits(fp32, x_val, num_threads=cfg.num_threads)
+    keras_diff = float(np.max(np.abs(model.predict(x_val, batch_size=64, verbose=0) - val_ref)))
+    scale = float(np.max(np.abs(val_ref))) or 1.0
+    log.info("float .tflite vs Keras on val: max |logit difference| %.2e (tolerance %.2e)", keras_diff,
+             KERAS_TOLERANCE * scale)
+    if keras_diff > KERAS_TOLERANCE * scale:
+        log.warning("the float .tflite differs from the Keras model by %.3g (> %.3g)", keras_diff,
+                    KERAS_TOLERANCE * scale)
+    val_eval = PlanEvaluator(x_val, y_val, val_ref, num_threads=cfg.num_threads, latency_runs=cfg.latency_runs)
     test_ref = tflite_logits(fp32, x_test, num_threads=cfg.num_threads)
     fp32_test_top1 = top_k_accuracy(test_ref, y_test)
     threads = val_eval.latency_threads
@@ -212,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
     int8_report = report(int8)
     budget = cfg.budget
     results: dict = {"budget": budget.to_dict() if budget else None, "fp32": fp32_report, "all_int8": int8_report,
-                     "val_samples": len(x_val), "test_samples": len(x_test)}
+                     "val_samples": len(x_val), "test_samples": len(x_test),
+                     "keras_vs_tflite_max_abs_diff": keras_diff}
 
     if plan is not None:
         mixed = builder.build(plan)
