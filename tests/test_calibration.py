@@ -194,12 +194,12 @@ def test_config_rejects_bad_values(bad, match):
         CalibrationConfig.from_dict(bad)
 
 
-def test_compute_ranges_minmax_keeps_recorded_numbers():
-    h = TensorHistogram("relu", 256, recorded=(0.0, 2.5))
-    h.update(np.linspace(0, 2.5, 100))
-    ranges = compute_ranges({"relu": h}, CalibrationConfig(method="minmax"))
-    r = ranges["relu"]
-    assert (r.min, r.max) == (0.0, 2.5) and r.method is CalibrationMethod.MINMAX
+def test_compute_ranges_minmax_is_observed_range_not_recorded_one():
+    h = TensorHistogram("conv", 256, recorded=(-1.0, 9.0))  # a wrong record only seeds the histogram
+    h.update(np.linspace(-1.0, 2.5, 100))
+    r = compute_ranges({"conv": h}, CalibrationConfig(method="minmax"))["conv"]
+    assert r.method is CalibrationMethod.MINMAX and (r.data_min, r.data_max) == (-1.0, 2.5)
+    assert INT8.qparams(r.min, r.max) == pytest.approx(INT8.qparams(-1.0, 2.5))  # snapped onto the same grid
 
 
 def test_compute_ranges_rule_index_recorded(gauss_outliers):

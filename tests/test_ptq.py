@@ -165,6 +165,32 @@ def test_minmax_matches_converter_default(model, data, state):
         assert a[name][0] == pytest.approx(b[name][0], rel=1e-6) and a[name][1] == b[name][1], name
 
 
+def test_minmax_is_right_where_the_converter_records_in_place_outputs(data):
+    """tensorflow/tensorflow#127842: an ADD input is logged with the ADD's in-place output."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.random.set_seed(0)
+    inp = keras.Input(SHAPE)
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")(inp)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="conv_b")(a)
+    x = keras.layers.ReLU(name="out_relu")(keras.layers.Add(name="add")([a, b]))
+    model = keras.Model(inp, keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    x16 = data[:16]
+    truth = keras.Model(inp, model.get_layer("conv_b").output).predict(x16, verbose=0)
+
+    st = prepare_calibration(model, x16, converter_samples=16)
+    h = next(h for name, h in st.stats.items() if name.endswith("conv_b/Conv2D1"))
+    assert h.recorded_max > 1.5 * truth.max()  # the converter's record: the ADD output's values
+    assert (h.data_min, h.data_max) == pytest.approx((truth.min(), truth.max()), rel=1e-5)
+
+    ours = _activation_params(quantize_calibrated(st, PTQConfig(calibration=CalibrationConfig(method="minmax"))).model_bytes)
+    peer = _activation_params(converter_default_int8(model, x16))
+    scale, zp = QuantGrid.INT8.qparams(truth.min(), truth.max())
+    assert ours[h.name][0] == pytest.approx(scale, rel=1e-5) and ours[h.name][1] == zp
+    assert peer[h.name][0] > 1.3 * scale  # the converter wastes part of the grid on values that never occur
+
+
 def test_post_relu_tensor_uses_all_levels(state):
     res = quantize_calibrated(state, PTQConfig(calibration=CalibrationConfig(method="mse")))
     relu = next(v for n, v in _activation_params(res.model_bytes).items() if "relu1" in n)

@@ -16,7 +16,8 @@ Calibrators are numpy functions of one :class:`TensorHistogram`, listed in the
 :data:`CALIBRATORS` table (method -> function):
 
 ``minmax``
-    The observed range (the converter's own choice).
+    The observed range: the converter's rule, on correctly recorded activations
+    (see :func:`calibrate_minmax`).
 ``percentile``
     Clips at the ``percentile``-th percentile of the values (each tail of a
     two-sided tensor; the magnitude for a symmetric grid).
@@ -399,7 +400,8 @@ class TensorHistogram:
       counts: ``num_bins`` float64 counts over ``[lo, hi]``.
       lo, hi: Histogram range.
       data_min, data_max: Exact extremes of the values seen.
-      recorded_min, recorded_max: What the converter's calibrator recorded.
+      recorded_min, recorded_max: What the converter's calibrator recorded; only
+        the starting range of the histogram.
       total: Number of values seen.
       zeros: Number of exact zeros seen.
     """
@@ -549,7 +551,15 @@ Calibrator = Callable[[TensorHistogram, QuantGrid, TensorSettings], tuple[float,
 
 
 def calibrate_minmax(h: TensorHistogram, grid: QuantGrid, s: TensorSettings) -> tuple[float, float]:
-    """The observed range, or ``±max|x|`` on a symmetric grid."""
+    """The observed range, or ``±max|x|`` on a symmetric grid.
+
+    This is the converter's rule applied to the true activations. It can differ
+    from the converter's own numbers: TFLite's calibrator logs an op's inputs
+    again after the op ran, and when the memory planner lets the op write its
+    output in place (an ADD of a residual block), the input tensor is recorded
+    with the output's values (tensorflow/tensorflow#127842). tfq reads tensors
+    with in-place sharing disabled, so its min-max matches Keras.
+    """
     if s.symmetric or grid.force_symmetric:
         t = max(abs(h.data_min), abs(h.data_max))
         return -t, t
@@ -730,12 +740,12 @@ class TensorRange:
 
     Attributes:
       name: TFLite tensor name.
-      min, max: The range written (already on the grid's form: containing zero,
-        and ``[-128 s, 127 s]`` for a symmetric INT8 range so the zero point is 0).
+      min, max: The range written, in the grid's form: containing zero, snapped
+        onto the INT8 grid (:meth:`QuantGrid.nudge`), ``[-128 s, 127 s]`` for a
+        symmetric INT8 range so the zero point is 0.
       method: Calibration method used.
       symmetric: Symmetric range.
       data_min, data_max: Observed extremes.
-      recorded_min, recorded_max: What the converter's calibrator recorded.
       rule: Index of the per-layer rule that applied, or None.
     """
 
@@ -746,8 +756,6 @@ class TensorRange:
     symmetric: bool
     data_min: float
     data_max: float
-    recorded_min: float
-    recorded_max: float
     rule: int | None = None
 
     @property
@@ -805,19 +813,18 @@ def compute_ranges(
     for name, h in stats.items():
         s = config.settings_for(name, h.aliases)
         symmetric = s.symmetric or grid.force_symmetric
-        method = s.method if h.total else CalibrationMethod.MINMAX
-        if method is CalibrationMethod.MINMAX and not symmetric and math.isfinite(h.recorded_min):
-            # "minmax" is the converter's own choice: keep its recorded numbers bit for bit.
-            lo, hi = h.recorded_min, h.recorded_max
-        else:
+        if h.total:
+            method = s.method
             lo, hi = CALIBRATORS[method](h, grid, s)
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise CalibrationDataError(f"calibration of tensor {name!r} gave a non-finite range [{lo}, {hi}]")
-            lo, hi = finalize_range(lo, hi, grid, symmetric)
+        else:  # never observed (should not happen): keep what the converter recorded
+            method = CalibrationMethod.MINMAX
+            lo, hi = h.recorded_min, h.recorded_max
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise CalibrationDataError(f"calibration of tensor {name!r} gave a non-finite range [{lo}, {hi}]")
+        lo, hi = finalize_range(lo, hi, grid, symmetric)
         out[name] = TensorRange(
             name=name, min=lo, max=hi, method=method, symmetric=symmetric,
-            data_min=h.data_min, data_max=h.data_max,
-            recorded_min=h.recorded_min, recorded_max=h.recorded_max, rule=s.rule,
+            data_min=h.data_min, data_max=h.data_max, rule=s.rule,
         )
     unused = [r.pattern for i, r in enumerate(config.per_layer) if not any(t.rule == i for t in out.values())]
     if unused:

@@ -13,12 +13,16 @@ the sweep reuse::
 How tfq's ranges land in the ``.tflite``:
 
 1. The TFLite converter runs in calibrate-only mode
-   (``converter._experimental_calibrate_only``): it returns the float model
-   with the min/max of every activation tensor recorded in its quantization
-   parameters -- exactly what its own quantizer would use.
-2. :func:`tfq.calibration.collect_statistics` histograms the same tensors and
-   a calibrator picks each tensor's range (:func:`tfq.calibration.compute_ranges`).
-3. :func:`write_ranges` rewrites the recorded min/max in the flatbuffer
+   (``converter._experimental_calibrate_only``) on a few samples: it returns
+   the float model with a min/max slot in the quantization parameters of every
+   activation tensor its quantizer will use.
+2. :func:`tfq.calibration.collect_statistics` runs that model over all the
+   representative samples in the LiteRT interpreter (every tensor preserved,
+   so no op writes in place), histograms each of those tensors, and a
+   calibrator picks each range (:func:`tfq.calibration.compute_ranges`).
+   tfq does not reuse the converter's recorded numbers: they are wrong for
+   tensors an op overwrites in place (tensorflow/tensorflow#127842).
+3. :func:`write_ranges` rewrites every recorded min/max in the flatbuffer
    (object API of :mod:`tfq.tflite_model`).
 4. The converter's quantizer runs on the rewritten model: the MLIR quantizer
    (``convert.mlir_quantize``, as ``TFLiteConverter`` does for INT8) or, for
@@ -385,6 +389,9 @@ class CalibrationState:
     seconds: float = 0.0
 
 
+CONVERTER_SAMPLES = 16
+
+
 def prepare_calibration(
     model: Any,
     samples: np.ndarray,
@@ -392,8 +399,9 @@ def prepare_calibration(
     num_bins: int = DEFAULT_NUM_BINS,
     batch_size: int = 32,
     num_threads: int | None = None,
+    converter_samples: int = CONVERTER_SAMPLES,
 ) -> CalibrationState:
-    """Runs the converter's calibration and collects tfq's histograms.
+    """Runs the converter's calibration (for the model structure) and collects tfq's histograms.
 
     Args:
       model: The Keras FP32 model (not modified).
@@ -401,6 +409,9 @@ def prepare_calibration(
       num_bins: Histogram bins per tensor.
       batch_size: Samples per interpreter call for the histograms.
       num_threads: Interpreter threads.
+      converter_samples: Samples fed to the converter's own calibration pass.
+        Its recorded ranges are all replaced by tfq's, so a few suffice; they
+        only seed the histograms' ranges.
 
     Raises:
       CalibrationDataError: Bad samples (before any conversion).
@@ -409,7 +420,7 @@ def prepare_calibration(
     input_shape = tuple(int(d) if d is not None else -1 for d in model.input_shape[1:])
     samples = validate_calibration_data(samples, input_shape, what="representative samples")
     t0 = time.perf_counter()
-    calibrated = calibrate_only(model, samples)
+    calibrated = calibrate_only(model, samples[: max(1, converter_samples)])
     stats = collect_statistics(calibrated, samples, num_bins=num_bins, batch_size=batch_size, num_threads=num_threads)
     return CalibrationState(calibrated, stats, samples.shape[0], time.perf_counter() - t0)
 
