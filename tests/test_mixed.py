@@ -230,8 +230,13 @@ def test_float_classifier_gives_float_output(tiny):
     from tfq.litert import make_interpreter
 
     fl = builder.build(PrecisionPlan.preset("first_last_fp16"))
-    detail = make_interpreter(fl.model).get_output_details()[0]
+    interp = make_interpreter(fl.model)
+    detail = interp.get_output_details()[0]
     assert detail["dtype"] == np.float32
+    # The signature follows the rewired output.
+    runner = interp.get_signature_runner()
+    (out,) = runner(input=np.zeros((1, 8, 8, 3), np.float32)).values()
+    assert out.dtype == np.float32 and out.shape == (1, 10)
     assert summarize(fl.model).op_counts().get("QUANTIZE", 0) >= 1  # the stem output re-enters int8
 
 
