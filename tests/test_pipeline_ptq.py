@@ -153,3 +153,36 @@ def test_cli_subprocess(tiny_baseline, tmp_path, repo_root):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "int8_minmax" in proc.stdout and (out / "int8_minmax.tflite").is_file()
+
+
+def test_keras_model_path(tiny_baseline, tmp_path):
+    out = tmp_path / "k"
+    code = _run(["--keras-model", tiny_baseline / "model.keras", "--dataset", "digits",
+                 "--preprocessing", tiny_baseline / "preprocessing.json", "--modes", "fp16",
+                 "--latency-runs", "0", "--out", out])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["baseline"] is None and [r["name"] for r in results["rows"]] == ["fp32", "fp16"]
+    assert results["rows"][1]["agreement"] > 0.95
+
+
+def test_keras_model_needs_dataset(tiny_baseline, tmp_path, capsys):
+    assert _run(["--keras-model", tiny_baseline / "model.keras", "--out", tmp_path / "k"]) == 2
+    assert "--keras-model needs --dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_quick_on_tiny_baseline(tiny_baseline, tmp_path):
+    from benchmarks.ptq_sweep import main as sweep_main
+    from benchmarks.ptq_sweep import parse_args as sweep_args
+
+    prefix = tmp_path / "sweep"
+    code = sweep_main(sweep_args(["--baseline", str(tiny_baseline), "--out", str(prefix), "--quick",
+                                  "--modes", "int8", "--granularities", "per_channel"]))
+    assert code == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert names[:1] == ["fp32"] and sum(n.startswith("int8_") for n in names) == 4
+    assert {r.get("peer") for r in report["rows"] if r["role"] == "peer"} == {"converter_default", "aeq_static_wi8_ai8"}
+    assert report["selection"]["best"] in names and len(report["comparison"]) == 2
+    assert "tfq's best calibration against the peers" in prefix.with_suffix(".md").read_text()
