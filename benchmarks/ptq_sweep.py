@@ -12,9 +12,10 @@ representative samples and the same test images:
   calibrated on the FP32 ``.tflite``; it emits int8 input/output tensors, fed
   through the same float-in/float-out wrapper).
 
-"tfq best" is the INT8 per-channel calibration method with the highest logit
-SQNR against FP32 on the *validation* split (never the test split); the
-comparison with the peers is then read on the test split.
+"tfq best" is the INT8 per-channel calibration method chosen by
+``tfq.ptq.SELECTION_RULE`` (highest logit SQNR against FP32 on *validation*
+images, never the test split), as ``pipelines.ptq --calibration auto`` does;
+the comparison with the peers is then read on the test split.
 
 Writes ``<out>.json`` (every number, the environment and the command) and
 ``<out>.md`` (the tables)::
@@ -138,11 +139,13 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         ConversionError,
         Granularity,
         Mode,
+        SELECTION_RULE,
         PTQConfig,
         converter_default_int8,
         prepare_calibration,
         quantize,
         quantize_calibrated,
+        selection_key,
     )
 
     if args.quick:
@@ -173,7 +176,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                               expect_integer=expect_integer)
         if with_val:
             val = evaluate_tflite(model_bytes, x_val, y_val, reference_logits=ref_val, latency_runs=0)
-            out["val_top1"], out["val_sqnr_db"] = val["top1"], val["sqnr_db"]
+            out["val_top1"], out["val_sqnr_db"], out["val_agreement"] = val["top1"], val["sqnr_db"], val["agreement"]
         return out
 
     rows: list[dict[str, Any]] = []
@@ -238,9 +241,9 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                                              "io": io, "peer": key}, m, keras_top1))
             log.info("%s: top-1 %.4f SQNR %.1f dB", label, m["top1"], m["sqnr_db"])
 
-    # tfq's best: INT8 per-channel, highest validation SQNR (ties: validation top-1).
+    # tfq's best: the INT8 per-channel method chosen by tfq.ptq.SELECTION_RULE on validation data.
     candidates = [r for r in rows if r["role"] == "tfq" and r["mode"] == "int8" and r["granularity"] == "per_channel"]
-    best = max(candidates, key=lambda r: (r["val_sqnr_db"], r["val_top1"])) if candidates else None
+    best = max(candidates, key=selection_key) if candidates else None
     comparison = []
     if best is not None:
         best["selected"] = True
@@ -265,9 +268,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "keras_fp32": {"top1": keras_top1, "top5": M.top_k_accuracy(ref_test, y_test, 5)},
         "calibration": {"percentile": args.percentile, "num_bins": args.num_bins,
                         "seconds": state.seconds if state else None},
-        "selection": {"rule": "INT8 per-channel method with the highest validation logit SQNR (ties: validation "
-                              "top-1); the test split is never used to choose",
-                      "best": best["name"] if best else None},
+        "selection": {"rule": f"INT8 per-channel: {SELECTION_RULE}", "best": best["name"] if best else None},
         "latency": {"runs": max(args.latency_runs, 50) if args.latency_runs else 0, "warmup": args.warmup,
                     "threads": list(threads), "batch": 1, "xnnpack": True},
         "rows": rows, "comparison": comparison, "failures": failures,

@@ -47,7 +47,7 @@ from tfq.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_common_args, guarded,
 log = logging.getLogger("pipelines.ptq")
 
 MODE_CHOICES = ["fp32", "dynamic", "fp16", "int8", "int16x8"]
-METHOD_CHOICES = ["minmax", "percentile", "kl", "mse", "all"]
+METHOD_CHOICES = ["minmax", "percentile", "kl", "mse", "all", "auto"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="modes to convert (default: the config's mode with --config/--preset, else all); "
                    "fp32 is always added as the reference")
     q.add_argument("--calibration", nargs="+", choices=METHOD_CHOICES,
-                   help="calibration method(s) for int8/int16x8; 'all' for the four (default: the config's)")
+                   help="calibration method(s) for int8/int16x8; 'all' for the four; 'auto' converts with the "
+                   "four and keeps the one with the best logit SQNR on validation images (default: the config's)")
+    q.add_argument("--val-samples", type=int, default=2000,
+                   help="validation images that choose the method with --calibration auto (default 2000)")
     q.add_argument("--percentile", type=float, help="percentile of the 'percentile' method (default 99.99)")
     q.add_argument("--num-bins", type=int, help="histogram bins (default 2048)")
     q.add_argument("--symmetric", action="store_true", default=None, help="symmetric activation ranges")
@@ -133,7 +136,7 @@ def resolve_config(args: argparse.Namespace):
     }
     if args.keep_float:
         flags["keep_float"] = list(args.keep_float)
-    if args.calibration and "all" not in args.calibration and len(args.calibration) == 1:
+    if args.calibration and len(args.calibration) == 1 and args.calibration[0] not in ("all", "auto"):
         flags["calibration.method"] = args.calibration[0]
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_set_args(args.set))
@@ -153,9 +156,11 @@ def resolve_config(args: argparse.Namespace):
     else:
         modes = list(Mode)
     modes = sorted(set(modes) | {Mode.FP32}, key=list(Mode).index)  # fp32 first: the size reference
+    if args.calibration and "auto" in args.calibration and len(args.calibration) > 1:
+        raise ValueError("--calibration auto chooses among all four methods; give it alone")
     if not args.calibration:
         methods = [cfg.calibration.method]
-    elif "all" in args.calibration:
+    elif "all" in args.calibration or "auto" in args.calibration:
         methods = list(CalibrationMethod)
     else:
         methods = [CalibrationMethod(m) for m in dict.fromkeys(args.calibration)]
@@ -260,11 +265,12 @@ def main(args: argparse.Namespace) -> int:
     cfg, modes, methods = resolve_config(args)
     from tfq.calibration import representative_samples
     from tfq.evaluate import default_threads, evaluate_tflite, results_markdown
-    from tfq.ptq import ConversionError, configs_for, prepare_calibration, quantize
+    from tfq.ptq import SELECTION_RULE, ConversionError, configs_for, prepare_calibration, quantize, select_calibration
     from tfq.rundir import RunDir
     from tfq.train import run_name
 
-    configs = configs_for(cfg, modes, methods)
+    auto = bool(args.calibration and "auto" in args.calibration)
+    configs = configs_for(cfg, modes, [cfg.calibration.method] if auto else methods)
     source = load_source(args)
     ds = source.dataset
     x_calib, _ = ds.arrays("calib")
@@ -287,6 +293,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"run directory: {run.path}", flush=True)
     t_start = time.perf_counter()
     ref_logits = model.predict(x_test, batch_size=128, verbose=0)
+    x_val = ref_val = None
+    if auto:
+        x_val = ds.arrays("val")[0][: args.val_samples]
+        ref_val = model.predict(x_val, batch_size=128, verbose=0)
     from tfq import metrics as m
 
     keras_fp32 = {"top1": m.top_k_accuracy(ref_logits, y_test, 1), "top5": m.top_k_accuracy(ref_logits, y_test, 5)}
@@ -302,8 +312,15 @@ def main(args: argparse.Namespace) -> int:
     rows, fp32_size, failures = [], None, []
     for c in configs:
         name = c.artifact_name()
+        selection = None
         try:
-            result = quantize(model, c, state=state, name=name)
+            if auto and c.spec.calibrated:
+                result, selection = select_calibration(state, c, methods, x_val, ref_val)
+                c, name = result.config, result.name
+                print(f"{c.mode.value}: --calibration auto chose {c.calibration.method.value} "
+                      f"(validation SQNR {max(sc['val_sqnr_db'] for sc in selection):.1f} dB)", flush=True)
+            else:
+                result = quantize(model, c, state=state, name=name)
         except ConversionError as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failures.append({"name": name, "error": str(e)})
@@ -322,6 +339,8 @@ def main(args: argparse.Namespace) -> int:
         row = row_for(result, metrics, keras_fp32["top1"])
         row["config_file"] = f"{name}_config.json"
         row["calib_samples_used"] = state.num_samples if (state and c.spec.calibrated) else None
+        if selection is not None:
+            row["selection"] = {"rule": SELECTION_RULE, "val_samples": int(len(x_val)), "scores": selection}
         rows.append(row)
         log.info("%s: top-1 %.4f, SQNR %.1f dB, %d bytes", name, row["top1"], row["sqnr_db"], row["size_bytes"])
         if c.mode.value == "fp32" and row["sqnr_db"] < 60:

@@ -186,3 +186,19 @@ def test_sweep_quick_on_tiny_baseline(tiny_baseline, tmp_path):
     assert {r.get("peer") for r in report["rows"] if r["role"] == "peer"} == {"converter_default", "aeq_static_wi8_ai8"}
     assert report["selection"]["best"] in names and len(report["comparison"]) == 2
     assert "tfq's best calibration against the peers" in prefix.with_suffix(".md").read_text()
+
+
+def test_calibration_auto_picks_on_validation(tiny_baseline, tmp_path, capsys):
+    out = tmp_path / "auto"
+    code = _run(["--baseline", tiny_baseline, "--modes", "int8", "--calibration", "auto", "--val-samples", "100",
+                 "--calib-samples", "64", "--latency-runs", "0", "--out", out])
+    assert code == 0
+    assert "--calibration auto chose" in capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    (int8,) = [r for r in rows if r["mode"] == "int8"]
+    scores = int8["selection"]["scores"]
+    assert [s["method"] for s in scores] == ["minmax", "percentile", "kl", "mse"]
+    assert int8["selection"]["val_samples"] == 100 and "never used to choose" in int8["selection"]["rule"]
+    best = max(scores, key=lambda s: (s["val_sqnr_db"], s["val_agreement"]))
+    assert int8["method"] == best["method"] and (out / f"int8_{best['method']}.tflite").is_file()
+    assert _run(["--baseline", tiny_baseline, "--calibration", "auto", "kl", "--out", tmp_path / "x"]) == 2

@@ -300,11 +300,15 @@ def _cos(x):
     return keras.layers.Lambda(lambda t: tf.math.cos(t), name="cosine")(x)
 
 
-def test_unquantizable_op_is_named_with_the_way_out(data):
+@pytest.mark.parametrize("mode, match", [
+    (Mode.INT8, r"COS\(\w+/cosine/Cos\).*--allow-float-fallback"),
+    (Mode.INT16X8, r"'COS'.*--allow-float-fallback"),
+])
+def test_unquantizable_op_is_named_with_the_way_out(data, mode, match):
     model = _tiny_model(extra=_cos)
-    with pytest.raises(FloatFallbackError, match=r"COS\(\w+/cosine/Cos\).*--allow-float-fallback"):
-        quantize(model, PTQConfig(calib_samples=16), data)
-    res = quantize(model, PTQConfig(calib_samples=16, allow_float_fallback=True), data)
+    with pytest.raises(FloatFallbackError, match=match):
+        quantize(model, PTQConfig(mode=mode, calib_samples=16), data)
+    res = quantize(model, PTQConfig(mode=mode, calib_samples=16, allow_float_fallback=True), data)
     assert any(f.startswith("COS(") for f in res.float_ops)
 
 

@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,6 +89,8 @@ __all__ = [
     "prepare_calibration",
     "quantize",
     "quantize_calibrated",
+    "select_calibration",
+    "selection_key",
     "verify_ranges",
     "write_ranges",
 ]
@@ -783,3 +786,56 @@ def configs_for(base: PTQConfig, modes: Iterable[Mode], methods: Iterable[Calibr
         else:
             out.append(cfg)
     return out
+
+
+# --------------------------------------------------------------------------- choosing a method
+
+#: How tfq picks its best calibration method (pipeline ``--calibration auto`` and the sweep).
+SELECTION_RULE = (
+    "the calibration method with the highest logit SQNR against the FP32 model on validation images "
+    "(ties: validation top-1 agreement); the test split is never used to choose"
+)
+
+
+def selection_key(scores: Mapping[str, Any]) -> tuple[float, float]:
+    """Sort key of :data:`SELECTION_RULE` for ``{"val_sqnr_db", "val_agreement"}`` scores."""
+    return (float(scores.get("val_sqnr_db", -math.inf)), float(scores.get("val_agreement", -math.inf)))
+
+
+def select_calibration(
+    state: CalibrationState,
+    base: PTQConfig,
+    methods: Sequence[CalibrationMethod],
+    x_val: np.ndarray,
+    reference_val: np.ndarray,
+) -> tuple[PTQResult, list[dict[str, Any]]]:
+    """Quantizes with each method and keeps the best on validation data.
+
+    Args:
+      state: Shared calibration.
+      base: The recipe (its method is replaced by each of ``methods``).
+      methods: Candidates.
+      x_val: Preprocessed validation images (never test images).
+      reference_val: FP32 logits on ``x_val``.
+
+    Returns:
+      ``(best result, scores)`` with one ``{"method", "val_sqnr_db",
+      "val_agreement"}`` per candidate, in ``methods`` order.
+    """
+    from tfq import metrics
+    from tfq.evaluate import predict_tflite
+
+    if not methods:
+        raise ConfigError("select_calibration needs at least one method")
+    best, best_key, scores = None, None, []
+    for method in methods:
+        cfg = base.replace(calibration=base.calibration.replace(method=method))
+        result = quantize_calibrated(state, cfg)
+        logits = predict_tflite(result.model_bytes, x_val)
+        score = {"method": method.value, "val_sqnr_db": metrics.sqnr_db(reference_val, logits),
+                 "val_agreement": metrics.agreement(reference_val, logits)}
+        scores.append(score)
+        log.info("%s: validation SQNR %.2f dB, agreement %.4f", result.name, score["val_sqnr_db"], score["val_agreement"])
+        if best_key is None or selection_key(score) > best_key:
+            best, best_key = result, selection_key(score)
+    return best, scores
