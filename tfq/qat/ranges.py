@@ -53,7 +53,8 @@ class RangeSite:
 
     Attributes:
       wrapper: Name of the QAT layer holding the variables.
-      prefix: Variable prefix (``output``, ``post_activation``, ``quantize_layer``).
+      prefix: Variable prefix (``output``, ``post_activation``, or the
+        ``QuantizeLayer``'s own name).
       source: The FP32 layer whose output it quantizes (:data:`INPUT` for the
         model input).
       min_var, max_var: The range variables.
@@ -89,7 +90,7 @@ def quantizer_sites(qat_model: Any) -> list[RangeSite]:
     sites = []
     for layer in qat_model.layers:
         if isinstance(layer, QuantizeLayer):
-            prefixes, source = ("quantize_layer",), INPUT
+            prefixes, source = (layer.name,), INPUT  # TFMOT names its variables after the layer
         elif hasattr(layer, "quantize_config") and hasattr(layer, "layer"):
             inner = layer.layer
             source = inner.source_layers[-1] if isinstance(inner, FoldedConvBatchNorm) else inner.name
@@ -188,9 +189,14 @@ def calibrate_ranges(
 
 
 def _finalize(lo: float, hi: float, symmetric: bool) -> tuple[float, float]:
+    """The range in the quantizer's form (idempotent: a finalized range is kept)."""
     from tfq.calibration import QuantGrid, finalize_range
 
-    return finalize_range(lo, hi, QuantGrid(), symmetric)
+    grid = QuantGrid()
+    if symmetric and hi > 0 and math.isclose(-lo, hi * (grid.positive_levels + 1) / grid.positive_levels,
+                                             rel_tol=1e-6):
+        return lo, hi  # already [-T * 128/127, T]
+    return finalize_range(lo, hi, grid, symmetric)
 
 
 def apply_ranges(

@@ -13,12 +13,16 @@ Why these rows (TFLite INT8 kernels):
 * Conv2D / DepthwiseConv2D / Dense: weights quantized, the result is quantized
   after the built-in activation (``linear``/``relu``); the layout transform
   folds BatchNormalization and fuses a following ReLU/ReLU6 into them.
-* Add / Concatenate / AveragePooling2D / GlobalAveragePooling2D /
-  BatchNormalization (standalone) / ReLU / Activation: they compute new values,
-  so their output gets its own range.
+* Add / Concatenate / GlobalAveragePooling2D (``MEAN``) / BatchNormalization
+  (standalone) / ReLU / Activation: they compute new values, so their output
+  gets its own range.
 * MaxPooling2D / GlobalMaxPooling2D / Flatten / Reshape / Dropout /
   ZeroPadding2D: they only move or select values that are already on the
   input's grid, so TFLite keeps the input scale and nothing is inserted.
+* AveragePooling2D: TFLite's INT8 ``AVERAGE_POOL_2D`` requires the output
+  scale to equal the input scale. A range of its own (TFMOT's default) makes
+  the converter requantize -- and clip -- the input *before* averaging, which
+  the fake-quant model does not simulate; so it keeps the input grid too.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ RULES: tuple[Rule, ...] = (
     Rule(L.ReLU, quantize_output=True, config_allowed={"negative_slope": (0, 0.0), "threshold": (0, 0.0)}),
     Rule(L.Activation, quantize_output=True, config_allowed={"activation": ("relu", "relu6", "linear")}),
     Rule(L.BatchNormalization, quantize_output=True),
-    Rule(L.AveragePooling2D, quantize_output=True),
+    Rule(L.AveragePooling2D),  # same scale in and out in TFLite
     Rule(L.GlobalAveragePooling2D, quantize_output=True),
     Rule(L.MaxPooling2D),
     Rule(L.GlobalMaxPooling2D),
