@@ -72,7 +72,9 @@ def test_train_cli_writes_complete_run_directory(tmp_path):
     assert 0.0 <= results["test_top1"] <= results["test_top5"] <= 1.0
     assert results["keras_latency_ms"]["p50"] > 0
     best = json.loads((out / "best.json").read_text())
-    assert best["val_top1"] == max(r["val_top1"] for r in lines)  # chosen on validation
+    # chosen on validation: best top-1, ties broken by the lower validation loss
+    chosen = max(lines, key=lambda r: (r["val_top1"], -r["val_loss"]))
+    assert best["epoch"] == chosen["epoch"] and best["val_top1"] == chosen["val_top1"]
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert saved.epochs == 2 and saved.model.width_multiplier == 0.25
 

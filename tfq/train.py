@@ -7,7 +7,8 @@ directory holds (see ``tfq.rundir``)::
     config.json         the resolved TrainConfig
     preprocessing.json  the input transform every later stage applies
     dataset.json        split sizes and the split rule
-    model.keras         the best model on the validation split (never test)
+    model.keras         the best model on the validation split (never test): highest
+                        top-1, ties broken by the lower validation loss
     best.json           epoch and validation top-1 of model.keras
     metrics.jsonl       one line per epoch: loss, accuracy, val_*, lr, time
     results.json        test top-1/top-5, Keras latency, parameter count
@@ -268,7 +269,7 @@ def _epoch_callback_class():
             self.schedule = schedule
             self.steps_per_epoch = steps_per_epoch
             best = run.read_json("best.json") if run.exists("best.json") else {}
-            self.best = float(best.get("val_top1", -1.0))
+            self.best = (float(best.get("val_top1", -1.0)), -float(best.get("val_loss", math.inf)))
             self._t0 = 0.0
             self._trimmed = False
 
@@ -293,12 +294,17 @@ def _epoch_callback_class():
             if val is not None and not math.isfinite(record.get("loss", 0.0)):
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss={record['loss']}")
             self.run.append_jsonl("metrics.jsonl", record)
-            if val is not None and val > self.best:
-                self.best = val
+            # Best on validation: top-1, ties broken by the lower validation loss
+            # (a small validation split saturates at 100% early in training).
+            score = (val, -record.get("val_loss", math.inf)) if val is not None else None
+            if score is not None and score > self.best:
+                self.best = score
                 tmp = self.run.file(f".{MODEL_FILE}.tmp.keras")
                 self.model.save(tmp, overwrite=True)
                 os.replace(tmp, self.run.file(MODEL_FILE))
-                self.run.write_json("best.json", {"epoch": epoch + 1, "val_top1": val})
+                self.run.write_json(
+                    "best.json", {"epoch": epoch + 1, "val_top1": val, "val_loss": record.get("val_loss")}
+                )
                 log.info("epoch %d: new best val_top1=%.4f, saved %s", epoch + 1, val, MODEL_FILE)
 
     return EpochLogger
