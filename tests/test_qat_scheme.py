@@ -391,3 +391,31 @@ def test_qat_model_round_trips_through_h5(fp32_model, calib_state, data, tmp_pat
         qat_model.save(path)
     loaded = qquantize.load_qat_model(str(path))
     np.testing.assert_array_equal(loaded.predict(xt[:32], verbose=0), qat_model.predict(xt[:32], verbose=0))
+
+
+# --------------------------------------------------------------------------- real architectures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, keep_float", [("resnet18", ()), ("mobilenetv2", ()),
+                                              ("resnet18", ("stem_conv", "logits"))])
+def test_real_architectures_convert_with_the_expected_precision(name, keep_float):
+    """resnet18/mobilenetv2 (width 0.25, random weights): every op INT8 except the float layers."""
+    import models
+    from tfq.ptq import prepare_calibration
+
+    model = models.build_model(name, input_shape=(32, 32, 3), num_classes=10, width_multiplier=0.25, seed=0)
+    x = np.random.default_rng(0).normal(size=(64, 32, 32, 3)).astype(np.float32)
+    cfg = QATConfig(keep_float=keep_float)
+    qat_model = qquantize.quantize_model(model, cfg)
+    record = qranges.init_ranges(qat_model, model, method="minmax", symmetric=False,
+                                 state=prepare_calibration(model, x[:32]))["record"]
+    assert not record["missing"]
+    model_bytes, report = convert(qat_model, model, cfg)
+    summary = tflite_model.summarize(model_bytes)
+    compute = sorted(op.name for op in summary.float_ops() if op.name not in ("QUANTIZE", "DEQUANTIZE"))
+    assert compute == (["CONV_2D", "FULLY_CONNECTED"] if keep_float else [])
+    dtypes = {t.dtype for t in summary.weight_tensors()}
+    assert dtypes == ({"INT8", "FLOAT16"} if keep_float else {"INT8"})
+    agreement = qconvert.check_agreement(qat_model, model_bytes, x)
+    assert agreement.sqnr_db > 25, agreement  # random weights: near-tied logits, so no top-1 bound here

@@ -206,10 +206,14 @@ def make_float_islands_explicit(model: schema.ModelT, *, fp16_weights: bool = Tr
                     if t.type == _FLOAT32 and fp16_weights and i not in fp16_done:
                         if dequantize is None:
                             dequantize = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE, 3)
+                        # A new buffer: the converter shares identical buffers between tensors
+                        # (e.g. an all-zero float bias and an all-zero int32 bias).
                         buf = model.buffers[t.buffer]
                         values = np.frombuffer(np.asarray(buf.data, dtype=np.uint8).tobytes(), dtype=np.float32)
-                        buf.data = np.frombuffer(values.astype(np.float16).tobytes(), dtype=np.uint8)
-                        const = _new_tensor(sg, t, _name(t) + "_fp16", _FLOAT16, buffer=t.buffer)
+                        fp16 = schema.BufferT()
+                        fp16.data = np.frombuffer(values.astype(np.float16).tobytes(), dtype=np.uint8)
+                        model.buffers.append(fp16)
+                        const = _new_tensor(sg, t, _name(t) + "_fp16", _FLOAT16, buffer=len(model.buffers) - 1)
                         t.buffer = 0  # now the (non-constant) DEQUANTIZE result
                         before.append(_new_op(dequantize, [const], [i]))
                         fp16_done.add(i)
@@ -237,7 +241,16 @@ def make_float_islands_explicit(model: schema.ModelT, *, fp16_weights: bool = Tr
             new_ops.extend(before + [op] + after)
             ops_inserted += len(before) + len(after)
         sg.operators = new_ops
+    _drop_unused_buffers(model)
     return ops_inserted
+
+
+def _drop_unused_buffers(model: schema.ModelT) -> None:
+    """Empties buffers no tensor refers to any more (indices stay valid)."""
+    used = {int(t.buffer) for sg in model.subgraphs for t in (sg.tensors or [])}
+    for i, buf in enumerate(model.buffers):
+        if i and i not in used and buf.data is not None:
+            buf.data = None
 
 
 # --------------------------------------------------------------------------- conversion

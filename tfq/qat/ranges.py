@@ -59,6 +59,8 @@ class RangeSite:
         model input).
       min_var, max_var: The range variables.
       frozen_var: The freeze flag (tfq quantizers), or None.
+      aliases: Other FP32 layers computing the same tensor (the convolution
+        of a folded Conv+BN: the converter drops a BN it can fold silently).
     """
 
     wrapper: str
@@ -67,6 +69,7 @@ class RangeSite:
     min_var: Any
     max_var: Any
     frozen_var: Any = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def range(self) -> tuple[float, float]:
@@ -89,11 +92,15 @@ def quantizer_sites(qat_model: Any) -> list[RangeSite]:
 
     sites = []
     for layer in qat_model.layers:
+        aliases: tuple[str, ...] = ()
         if isinstance(layer, QuantizeLayer):
             prefixes, source = (layer.name,), INPUT  # TFMOT names its variables after the layer
         elif hasattr(layer, "quantize_config") and hasattr(layer, "layer"):
             inner = layer.layer
-            source = inner.source_layers[-1] if isinstance(inner, FoldedConvBatchNorm) else inner.name
+            if isinstance(inner, FoldedConvBatchNorm):
+                source, aliases = inner.source_layers[-1], tuple(reversed(inner.source_layers[:-1]))
+            else:
+                source = inner.name
             prefixes = ("output", "post_activation")
         else:
             continue
@@ -102,7 +109,7 @@ def quantizer_sites(qat_model: Any) -> list[RangeSite]:
             lo, hi = by_suffix.get(f"{prefix}_min"), by_suffix.get(f"{prefix}_max")
             if lo is None or hi is None or lo.shape.rank != 0:
                 continue
-            sites.append(RangeSite(layer.name, prefix, source, lo, hi, by_suffix.get(f"{prefix}_frozen")))
+            sites.append(RangeSite(layer.name, prefix, source, lo, hi, by_suffix.get(f"{prefix}_frozen"), aliases))
     return sites
 
 
@@ -116,21 +123,28 @@ def layer_ranges_from_tensor_ranges(
 ) -> dict[str, tuple[float, float]]:
     """Re-keys ranges from TFLite tensor names to FP32 layer names.
 
-    The model input (``serving_default_*``) maps to :data:`INPUT`; an
+    A tensor is keyed by the layer producing it (the first name, e.g. the ReLU
+    of ``relu/Relu;bn/FusedBatchNormV3;conv/Conv2D``); the other layers it
+    names are keys too unless some tensor is produced by them, so a folded
+    Conv+BN whose tensor is named after the convolution alone still finds its
+    range. The model input (``serving_default_*``) maps to :data:`INPUT`; an
     unnamed model output (``StatefulPartitionedCall:0``) to ``output_layer``.
     """
     out: dict[str, tuple[float, float]] = {}
+    secondary: dict[str, tuple[float, float]] = {}
     for name, (lo, hi) in tensor_ranges.items():
         layers = layers_of_tensor(name)
+        value = (float(lo), float(hi))
         if layers:
-            key = layers[0]
+            out.setdefault(layers[0], value)
+            for other in layers[1:]:
+                secondary.setdefault(other, value)
         elif name.startswith("serving_default_"):
-            key = INPUT
+            out.setdefault(INPUT, value)
         elif output_layer and name.startswith("StatefulPartitionedCall"):
-            key = output_layer
-        else:
-            continue
-        out.setdefault(key, (float(lo), float(hi)))
+            out.setdefault(output_layer, value)
+    for layer, value in secondary.items():
+        out.setdefault(layer, value)
     return out
 
 
@@ -219,7 +233,7 @@ def apply_ranges(
     missing: list[str] = []
     for site in sites:
         key = f"{site.wrapper}/{site.prefix}"
-        r = layer_ranges.get(site.source)
+        r = next((layer_ranges[k] for k in (site.source, *site.aliases) if k in layer_ranges), None)
         if r is None or not (math.isfinite(r[0]) and math.isfinite(r[1])):
             missing.append(key)
             continue
