@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_annotate import QuantizeAnnotate
 
 from tfq.configs import ConfigError
 from tfq.qat import layers as tfq_layers
@@ -55,18 +56,6 @@ log = logging.getLogger(__name__)
 
 _qk = tfmot.quantization.keras
 _WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
-_QuantizeAnnotate = None
-
-
-def _annotate_class() -> type:
-    global _QuantizeAnnotate
-    if _QuantizeAnnotate is None:
-        from tensorflow_model_optimization.python.core.quantization.keras.quantize_annotate import QuantizeAnnotate
-
-        _QuantizeAnnotate = QuantizeAnnotate
-    return _QuantizeAnnotate
-
-
 def custom_objects() -> dict[str, Any]:
     """Every class a saved tfq QAT model needs (pass to ``load_model``)."""
     objs: dict[str, Any] = {}
@@ -275,7 +264,6 @@ def plan_model(
     if expanded:
         log.info("keep_float also keeps the fused layers %s float (TFLite fuses them)", expanded)
 
-    annotate_cls = _annotate_class()
     plans = []
     for layer in model.layers:
         cls = type(layer).__name__
@@ -284,7 +272,7 @@ def plan_model(
             plans.append(LayerPlan(layer.name, cls, "input", group))
             continue
         if layer.name in float_set:
-            if isinstance(layer, annotate_cls) or layer.name in quantize_configs:
+            if isinstance(layer, QuantizeAnnotate) or layer.name in quantize_configs:
                 raise ConfigError(
                     f"layer {layer.name!r} is both annotated with a QuantizeConfig and kept float by "
                     f"keep_float pattern {float_set[layer.name]!r}; choose one"
@@ -293,7 +281,7 @@ def plan_model(
             action = "float_exit" if feeds_int8 else "float"
             plans.append(LayerPlan(layer.name, cls, action, group, float_set[layer.name]))
             continue
-        if isinstance(layer, annotate_cls) or layer.name in quantize_configs:
+        if isinstance(layer, QuantizeAnnotate) or layer.name in quantize_configs:
             plans.append(LayerPlan(layer.name, cls, "custom", group))
             continue
         registry.check(layer)  # raises UnsupportedLayerError with the way out
@@ -340,7 +328,6 @@ def annotate_model(
     plan = plan or plan_model(model, config, quantize_configs)
     registry = TfqQuantizeRegistry(config)
     actions = plan.by_name()
-    annotate_cls = _annotate_class()
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         fresh = layer.__class__.from_config(layer.get_config())
@@ -348,7 +335,7 @@ def annotate_model(
         if p.action == "quantize":
             return _qk.quantize_annotate_layer(fresh, registry.get_quantize_config(layer))
         if p.action == "custom":
-            if isinstance(layer, annotate_cls):
+            if isinstance(layer, QuantizeAnnotate):
                 return fresh
             return _qk.quantize_annotate_layer(fresh, quantize_configs[layer.name])
         if p.action == "float_exit":

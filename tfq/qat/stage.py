@@ -121,13 +121,9 @@ def run_qat(
       tfq.qat.convert.ConversionError: The ``.tflite`` does not have the
         expected precision layout, or disagrees with the Keras model.
     """
-    import tf_keras as keras
-
-    from tfq.calibration import representative_samples
-    from tfq.evaluate import evaluate_tflite, predict_tflite
+    from tfq.evaluate import evaluate_tflite
     from tfq.qat import convert as qconvert
     from tfq.qat import quantize as qquantize
-    from tfq.qat import ranges as qranges
     from tfq.qat import report as qreport
     from tfq.qat import train as qtrain
     from tfq.train import seed_everything

@@ -24,6 +24,7 @@ from typing import Any
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras import utils as tfmot_utils
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
 
 from tfq.qat import quantizers as q
 from tfq.qat.config import QATConfig
@@ -38,11 +39,6 @@ Transform = _gt.transforms.Transform
 LayerNode = _gt.transforms.LayerNode
 LayerPattern = _gt.transforms.LayerPattern
 ModelTransformer = _gt.model_transformer.ModelTransformer
-QuantizeLayer = tfmot.quantization.keras.QuantizeLayer if hasattr(
-    tfmot.quantization.keras, "QuantizeLayer"
-) else None
-if QuantizeLayer is None:  # TFMOT 0.8 keeps it out of the public API.
-    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
 
 
 def is_fusable_relu(layer_config: dict[str, Any], class_name: str) -> bool:
