@@ -187,8 +187,9 @@ class PTQConfig(ConfigBase):
       calibration: Activation-range calibration (calibrated modes).
       calib_samples: Representative samples from the calibration split.
       seed: Seed of the representative subset.
-      keep_float: Regular expressions on TFLite op-output tensor names of ops to
-        keep in float (``int8`` only), e.g. ``["logits"]``.
+      keep_float: Regular expressions (``re.search``) selecting ops to keep in
+        float (``int8`` only), matched against each op's output tensor name and
+        the names of its weights, e.g. ``["logits"]``.
       allow_float_fallback: Accept float ops the quantizer could not convert
         in a full-integer mode (they are still listed).
     """
@@ -251,8 +252,8 @@ class PTQConfig(ConfigBase):
         return "_".join(parts)
 
 
-#: Named presets (``--preset NAME`` or ``preset: NAME`` is not a config key;
-#: a preset is a complete :class:`PTQConfig`).
+#: Named presets: complete :class:`PTQConfig` objects (``--preset NAME``; the
+#: same recipes are files in ``configs/ptq/``).
 PRESETS: dict[str, PTQConfig] = {
     "fp32": PTQConfig(mode=Mode.FP32),
     "dynamic": PTQConfig(mode=Mode.DYNAMIC),
