@@ -15,8 +15,7 @@ import pytest
 
 import tfq  # noqa: F401  (Keras 2 before TensorFlow, for every test)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from tfq_support import REPO, SHARED_DATA, tiny_train_config  # noqa: F401  (plain helpers, importable by name)
 
 
 def pytest_addoption(parser):
@@ -43,23 +42,6 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10" / "train_labels.npy").is_file():
         pytest.skip(f"real image data not found at {SHARED_DATA} (see shared/data/README.md)")
     return SHARED_DATA
-
-
-def tiny_train_config(**overrides):
-    """smallcnn at width 0.25 on digits: about a second per epoch."""
-    from tfq.data import DataConfig
-    from tfq.train import ModelConfig, OptimizerConfig, TrainConfig
-
-    cfg = TrainConfig(
-        model=ModelConfig(name="smallcnn", width_multiplier=0.25),
-        data=DataConfig(name="digits"),
-        optimizer=OptimizerConfig(lr=0.05, warmup_epochs=0.5),
-        epochs=4,
-        batch_size=32,
-        seed=0,
-        latency_runs=5,
-    )
-    return cfg.with_overrides(overrides) if overrides else cfg
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_train_config
+from tfq_support import REPO, tiny_train_config
 from pipelines import train as train_cli
 from tfq.configs import ConfigError
 from tfq.train import TrainConfig, make_schedule

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from edge_support import REPO, subprocess_env  # noqa: F401  (helpers live in a uniquely named module)
+
 DATA = REPO / "tests" / "data"
 FAKE_ADB = Path(__file__).resolve().parent / "fake_adb.py"
 FIXTURE_NAMES = ("float32", "dynamic", "fp16", "int8", "int8_uint8io", "int8_fixed_batch", "int16x8",
@@ -175,11 +176,3 @@ def no_tools_path(tmp_path, monkeypatch) -> None:
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty) + os.pathsep + os.path.dirname(sys.executable))
     monkeypatch.delenv("ADB", raising=False)
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import subprocess_env
+from edge_support import subprocess_env
 from edge import bench
 from edge.bench import BenchSpec, main, parse_args, run_spec, run_worker
 from edge.data import Preprocessing, load_eval

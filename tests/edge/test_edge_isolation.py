@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, subprocess_env
+from edge_support import REPO, subprocess_env
 
 FORBIDDEN = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
 # The tfq modules edge may use: numpy + ai_edge_litert only.

@@ -195,7 +195,7 @@ def test_corrupted_bytes_never_crash_the_process(model_path):
                 pass
         print('survived')
     """)
-    from conftest import subprocess_env
+    from edge_support import subprocess_env
 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
                           timeout=120)
