@@ -706,6 +706,19 @@ def _quiet_aeq() -> Iterator[None]:
         root.setLevel(level)
 
 
+@contextlib.contextmanager
+def _no_progress_bar_unless_tty() -> Iterator[None]:
+    """AEQ's calibration progress bar cannot be turned off; hide it when stderr is not a terminal."""
+    import io
+    import sys
+
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 @dataclasses.dataclass(frozen=True)
 class MixedModel:
     """A built mixed-precision model and what it is made of.
@@ -825,7 +838,7 @@ class MixedBuilder:
         everything = Assignment({}, {n: Precision.INT8 for n in self.layer_names}, {}, Precision.INT8)
         q = quantizer.Quantizer(bytearray(self.float_model), to_recipe(self.layers, everything))
         data = [{self._input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)]
-        with _quiet_aeq():
+        with _quiet_aeq(), _no_progress_bar_unless_tty():
             return q.calibrate({self._signature: data}, num_threads=num_threads)
 
     def resolve(self, plan: PrecisionPlan) -> Assignment:
