@@ -322,6 +322,28 @@ def test_range_init_sets_min_max_from_calibration(fp32_model, calib_state, data)
     assert sites["r1"].range[0] == 0.0
 
 
+def test_fresh_qat_model_has_weight_ranges_and_matches_ptq(fp32_model, calib_state, data):
+    """Weight ranges follow the weights from the start, so QAT epoch 0 is the PTQ model."""
+    from tfq.calibration import CalibrationConfig
+    from tfq.evaluate import predict_tflite
+    from tfq.metrics import agreement, sqnr_db
+    from tfq.ptq import PTQConfig, quantize
+
+    (_, _), (xt, _) = data
+    qat_model = make_qat(fp32_model, calib_state, QATConfig())
+    folded = qat_model.get_layer("quant_c1").layer
+    expected = np.abs(folded.folded_kernel().numpy()).max(axis=(0, 1, 2))
+    np.testing.assert_allclose(folded._quantizer_vars["max_var"].numpy(), expected, rtol=1e-6)
+    dense = qat_model.get_layer("quant_logits")
+    by_name = {v.name.split("/")[-1]: v.numpy() for v in dense.weights}
+    assert by_name["kernel_max:0"] == pytest.approx(float(np.abs(by_name["kernel:0"]).max()))
+    ptq = quantize(fp32_model, PTQConfig(calibration=CalibrationConfig(method="minmax")), state=calib_state)
+    ptq_logits = predict_tflite(ptq.model_bytes, xt)
+    qat_logits = qat_model.predict(xt, verbose=0)
+    assert agreement(ptq_logits, qat_logits) >= 0.98
+    assert sqnr_db(ptq_logits, qat_logits) > 25
+
+
 def test_range_init_from_a_ptq_ranges_file(fp32_model, tmp_path):
     import json
 

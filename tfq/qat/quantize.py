@@ -374,12 +374,17 @@ def quantize_model(
 
     Returns:
       A new tf_keras model with fake quantization, weights copied from
-      ``model``.
+      ``model`` and weight ranges set from them (activation ranges start at
+      TFMOT's defaults; see :func:`tfq.qat.ranges.init_ranges`).
     """
+    from tfq.qat.ranges import init_weight_ranges
+
     plan = plan_model(model, config, quantize_configs)
     if not any(p.action in ("quantize", "custom", "float_exit") for p in plan.layers):
         raise ConfigError("keep_float keeps every layer float; nothing is left to quantize")
-    return apply(annotate_model(model, config, quantize_configs, plan), config, tuple(plan.float_layers))
+    qat_model = apply(annotate_model(model, config, quantize_configs, plan), config, tuple(plan.float_layers))
+    init_weight_ranges(qat_model)  # weight ranges follow the weights from the start
+    return qat_model
 
 
 def load_qat_model(path: str) -> keras.Model:

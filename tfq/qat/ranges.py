@@ -36,6 +36,7 @@ __all__ = [
     "calibrate_ranges",
     "find_ptq_ranges",
     "init_ranges",
+    "init_weight_ranges",
     "layer_ranges_from_tensor_ranges",
     "quantizer_sites",
     "read_ranges",
@@ -111,6 +112,32 @@ def quantizer_sites(qat_model: Any) -> list[RangeSite]:
                 continue
             sites.append(RangeSite(layer.name, prefix, source, lo, hi, by_suffix.get(f"{prefix}_frozen"), aliases))
     return sites
+
+
+def init_weight_ranges(qat_model: Any) -> int:
+    """Sets every weight quantizer's min/max from the current weights.
+
+    TFMOT's ``LastValueQuantizer`` only records a range in training mode, so
+    a fresh QAT model (and its conversion) would quantize kernels with the
+    initial [-6, 6] range until the first training step. This runs each
+    weight quantizer once in training mode, on the tensor it quantizes (the
+    folded kernel for a :class:`~tfq.qat.layers.FoldedConvBatchNorm`).
+
+    Returns:
+      The number of weight quantizers initialized.
+    """
+    from tfq.qat.layers import FoldedConvBatchNorm
+
+    n = 0
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        for weight, quantizer, qvars in getattr(layer, "_weight_vars", []):
+            quantizer(weight, True, weights=qvars)
+            n += 1
+        if isinstance(inner, FoldedConvBatchNorm) and inner.weight_quantizer is not None:
+            inner.weight_quantizer(inner.folded_kernel(), True, weights=inner._quantizer_vars)
+            n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- ranges by layer
