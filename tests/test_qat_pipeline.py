@@ -98,6 +98,26 @@ def test_same_command_resumes_an_interrupted_run(qat_run, tiny_baseline):
     assert main(_args(tiny_baseline, tmp)) == 2
 
 
+def test_flags_override_the_config_file(tmp_path):
+    from pipelines.qat import resolve_config
+    from tfq.qat.config import Granularity
+
+    cfg_file = tmp_path / "qat.yaml"
+    cfg_file.write_text("keep_float: [stem_conv]\nepochs: 7\nfreeze_bn_after: 5\n")
+    cfg = resolve_config(parse_args([
+        "--model", "resnet18", "--config", str(cfg_file), "--epochs", "6", "--weights", "per_tensor",
+        "--symmetric-activations", "--keep-float", "logits", "--calibration", "kl", "--no-init-from-ptq",
+        "--freeze-ranges-after", "4", "--lr", "0.002", "--set", "freeze_bn_after=3",
+    ]))
+    assert cfg.epochs == 6 and cfg.lr == 0.002
+    assert cfg.weights.granularity is Granularity.PER_TENSOR and cfg.activations.symmetric
+    assert cfg.keep_float == ("stem_conv", "logits")
+    assert cfg.calibration_method.value == "kl" and cfg.init_from_ptq is False
+    assert cfg.freeze_bn_after == 3 and cfg.freeze_ranges_after == 4
+    preset_cfg = resolve_config(parse_args(["--model", "resnet18", "--preset", "mixed_int8_fp16"]))
+    assert preset_cfg.keep_float == ("stem_conv", "logits")
+
+
 def test_missing_baseline_prints_the_training_command(tmp_path, capsys):
     code = main(parse_args(["--model", "resnet18", "--dataset", "cifar10", "--root", str(tmp_path)]))
     assert code == 2

@@ -228,9 +228,10 @@ def test_keep_float_pattern_matching_nothing_lists_the_layer_names(fp32_model):
 # --------------------------------------------------------------------------- conversion
 
 
-@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
-def test_weight_granularity_reads_back_from_the_tflite(fp32_model, calib_state, data, granularity):
-    cfg = QATConfig(weights=WeightQuant(granularity=granularity))
+@pytest.mark.parametrize("granularity, narrow_range", [("per_channel", True), ("per_tensor", True),
+                                                       ("per_channel", False)])
+def test_weight_granularity_reads_back_from_the_tflite(fp32_model, calib_state, data, granularity, narrow_range):
+    cfg = QATConfig(weights=WeightQuant(granularity=granularity, narrow_range=narrow_range))
     qat_model = make_qat(fp32_model, calib_state, cfg)
     model_bytes, report = convert(qat_model, fp32_model, cfg)
     summary = tflite_model.summarize(model_bytes)
@@ -241,6 +242,9 @@ def test_weight_granularity_reads_back_from_the_tflite(fp32_model, calib_state, 
         assert t.dtype == "INT8"
         assert len(t.quantization.scales) == (channels if per_channel else 1), (layer, t.quantization)
         assert set(t.quantization.zero_points) == {0}
+    model = tflite_model.read_model(model_bytes)
+    kernel = np.frombuffer(bytes(model.buffers[weight(summary, "c1").buffer].data), dtype=np.int8)
+    assert kernel.min() >= (-127 if narrow_range else -128) and kernel.max() <= 127
     assert len(weight(summary, "logits").quantization.scales) == 1  # Dense: per tensor
     for op in summary.ops:
         if op.name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):  # same grid in and out, no requantization
@@ -342,6 +346,17 @@ def test_fresh_qat_model_has_weight_ranges_and_matches_ptq(fp32_model, calib_sta
     qat_logits = qat_model.predict(xt, verbose=0)
     assert agreement(ptq_logits, qat_logits) >= 0.98
     assert sqnr_db(ptq_logits, qat_logits) > 25
+
+
+def test_calibration_method_chooses_the_initial_ranges(fp32_model, calib_state):
+    ranges = {}
+    for method in ("minmax", "percentile"):
+        qat_model = qquantize.quantize_model(fp32_model, QATConfig())
+        qranges.init_ranges(qat_model, fp32_model, method=method, symmetric=False, state=calib_state)
+        ranges[method] = {s.source: s.range for s in qranges.quantizer_sites(qat_model)}
+    clipped = [k for k in ranges["minmax"] if ranges["percentile"][k][1] < ranges["minmax"][k][1] - 1e-6]
+    assert clipped, "percentile calibration should clip some ranges below min/max"
+    assert all(ranges["percentile"][k][1] <= ranges["minmax"][k][1] + 1e-6 for k in ranges["minmax"])
 
 
 def test_range_init_from_a_ptq_ranges_file(fp32_model, tmp_path):
