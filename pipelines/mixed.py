@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--max-drop", type=float, metavar="POINTS", help="largest top-1 drop vs FP32, in points")
     b.add_argument("--max-latency-ms", type=float, help="largest median batch-1 latency (ms)")
     b.add_argument("--max-size-mb", type=float, help="largest .tflite size (MB = 10**6 bytes)")
+    b.add_argument("--drop-z", type=float, help="check drop + Z standard errors of the paired val estimate "
+                                                "against --max-drop (default 1.0; 0 = the raw drop)")
     s = p.add_argument_group("search")
     s.add_argument("--objective", choices=["size", "latency"], help="minimize within the budget (default: size)")
     s.add_argument("--no-int4", action="store_true", help="never use int4 weights")
@@ -83,8 +85,9 @@ def resolve_config(args: argparse.Namespace):
     from tfq.mixed import Budget, MixedConfig
 
     cfg = MixedConfig.from_dict(load_mapping(args.config)) if args.config else MixedConfig()
-    limits = {"max_drop": args.max_drop, "max_latency_ms": args.max_latency_ms, "max_size_mb": args.max_size_mb}
-    if any(v is not None for v in limits.values()):
+    limits = {"max_drop": args.max_drop, "max_latency_ms": args.max_latency_ms, "max_size_mb": args.max_size_mb,
+              "drop_z": args.drop_z}
+    if any(v is not None for k, v in limits.items() if k != "drop_z") or (args.drop_z is not None and cfg.budget):
         base = cfg.budget.to_dict() if cfg.budget is not None else {}
         base.update({k: v for k, v in limits.items() if v is not None})
         cfg = cfg.replace(budget=Budget.from_dict(base))
@@ -142,7 +145,9 @@ def _subset(x, y, n, seed):
 
 def _fmt(metrics) -> str:
     lat = metrics.get("latency_ms", float("nan"))
-    return (f"top-1 {100 * metrics['top1']:.2f}% (drop {metrics['drop']:+.2f}), {metrics['size_mb']:.3f} MB, "
+    se = metrics.get("drop_se")
+    se_text = f" +/- {se:.2f}" if se is not None and se == se else ""
+    return (f"top-1 {100 * metrics['top1']:.2f}% (drop {metrics['drop']:+.2f}{se_text}), {metrics['size_mb']:.3f} MB, "
             f"{lat:.2f} ms, {metrics['bits_per_weight']:.2f} bits/weight")
 
 
@@ -167,6 +172,7 @@ def main(args: argparse.Namespace) -> int:
         PrecisionPlan,
         float_tflite,
         keras_layer_names,
+        paired_drop_se,
         plot_pareto,
         search_plan,
         tflite_logits,
@@ -209,10 +215,12 @@ def main(args: argparse.Namespace) -> int:
 
     def on_test(model_bytes: bytes) -> dict:
         """tfq.evaluate on the test split, plus the drop and the search's latency figure."""
-        res = evaluate_tflite(model_bytes, x_test, y_test, reference_logits=test_ref, fp32_size_bytes=len(fp32),
-                              latency_runs=cfg.latency_runs, threads=(threads,))
+        res, test_logits = evaluate_tflite(model_bytes, x_test, y_test, reference_logits=test_ref,
+                                           fp32_size_bytes=len(fp32), latency_runs=cfg.latency_runs,
+                                           threads=(threads,), return_logits=True)
         lat = res["latency_ms"].get(str(threads), {}).get("p50", float("nan"))
         return {**res, "drop": (fp32_test_top1 - res["top1"]) * 100.0, "size_mb": res["size_bytes"] / 1e6,
+                "drop_se": paired_drop_se(test_ref, test_logits, y_test),
                 "latency_ms": lat, "latency_stats": res["latency_ms"], "bits_per_weight": res["weight_bits"]}
 
     def report(mixed) -> dict:

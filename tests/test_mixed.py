@@ -362,3 +362,20 @@ def test_cli_builds_one_plan_in_a_subprocess(tiny_baseline, tmp_path):
     first, *_, last = precisions
     assert precisions[first] == precisions[last] == "fp16"
     assert (out / "first_last_fp16.tflite").is_file()
+
+
+def test_drop_standard_error_and_budget_margin():
+    from tfq.mixed import paired_drop_se
+
+    y = np.zeros(100, int)
+    ref = np.tile([1.0, 0.0], (100, 1))  # always right
+    same = ref.copy()
+    assert paired_drop_se(ref, same, y) == 0.0
+    worse = ref.copy()
+    worse[:10] = [0.0, 1.0]  # 10 of 100 wrong
+    se = paired_drop_se(ref, worse, y)
+    assert se == pytest.approx(100 * np.std([1] * 10 + [0] * 90, ddof=1) / 10)
+    metrics = {"drop": 0.4, "drop_se": 0.3, "size_mb": 1.0}
+    assert Budget(max_drop=0.5, drop_z=0).met(metrics)
+    assert not Budget(max_drop=0.5).met(metrics)  # 0.4 + 1.0 * 0.3 > 0.5
+    assert Budget(max_drop=0.5).gaps(metrics)["max_drop"] == pytest.approx(0.2)

@@ -73,6 +73,7 @@ __all__ = [
     "SearchResult",
     "float_tflite",
     "keras_layer_names",
+    "paired_drop_se",
     "pareto_front",
     "plot_pareto",
     "quantizable_layers",
@@ -967,6 +968,21 @@ def tflite_logits(
     return TFLiteModel.from_bytes(model, num_threads=num_threads).predict(np.asarray(x, np.float32), batch_size)
 
 
+def paired_drop_se(reference_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> float:
+    """Standard error (points) of the top-1 drop of ``logits`` vs ``reference_logits`` on the same samples.
+
+    Per sample ``d = correct_ref - correct`` (in {-1, 0, 1}); the drop is
+    ``100 * mean(d)`` and its standard error ``100 * std(d, ddof=1) / sqrt(n)``.
+    Only samples where the two models disagree contribute, so it is much
+    smaller than the standard error of either accuracy alone.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    d = (np.argmax(reference_logits, 1) == labels).astype(np.float64) - (np.argmax(logits, 1) == labels)
+    if d.size < 2:
+        return float("nan")
+    return float(100.0 * d.std(ddof=1) / math.sqrt(d.size))
+
+
 class PlanEvaluator:
     """Scores built models on one fixed split against the FP32 model.
 
@@ -1015,7 +1031,7 @@ class PlanEvaluator:
                                warmup=self.warmup_runs)
 
     def __call__(self, model: bytes) -> dict[str, Any]:
-        """top-1, drop (points), agreement, SQNR, size and latency of ``model``."""
+        """top-1, drop and its standard error (points), agreement, SQNR, size and latency of ``model``."""
         from tfq.metrics import agreement, sqnr_db, top_k_accuracy
 
         logits = self.logits(model)
@@ -1023,6 +1039,7 @@ class PlanEvaluator:
         out = {
             "top1": top1,
             "drop": (self.reference_top1 - top1) * 100.0,
+            "drop_se": paired_drop_se(self.reference_logits, logits, self.y),
             "agreement": agreement(self.reference_logits, logits),
             "sqnr_db": sqnr_db(self.reference_logits, logits),
             "size_mb": len(model) / 1e6,
@@ -1055,11 +1072,17 @@ class Budget(ConfigBase):
       max_drop: Largest top-1 drop against FP32, in percentage points.
       max_latency_ms: Largest median batch-1 latency.
       max_size_mb: Largest ``.tflite`` size in MB (10**6 bytes).
+      drop_z: The accuracy test uses ``drop + drop_z * drop_se``: the drop
+        measured on the val subset plus ``drop_z`` standard errors of that
+        paired estimate (see :class:`PlanEvaluator`). 0 compares the raw drop;
+        the default 1.0 keeps a plan from passing by val sampling noise
+        alone (one-sided, about 84% confidence).
     """
 
     max_drop: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
+    drop_z: float = 1.0
 
     def __post_init__(self) -> None:
         for field in ("max_drop", "max_latency_ms", "max_size_mb"):
@@ -1068,6 +1091,14 @@ class Budget(ConfigBase):
                 raise ConfigError(f"budget {field} must be a positive number, got {value!r}")
         if self.max_drop is None and self.max_latency_ms is None and self.max_size_mb is None:
             raise ConfigError("give at least one budget: max_drop, max_latency_ms or max_size_mb")
+        if not math.isfinite(self.drop_z) or self.drop_z < 0:
+            raise ConfigError(f"budget drop_z must be a number >= 0, got {self.drop_z!r}")
+
+    def drop_bound(self, metrics: Mapping[str, Any]) -> float:
+        """The drop the accuracy limit is checked against: ``drop + drop_z * drop_se``."""
+        se = metrics.get("drop_se", 0.0)
+        se = 0.0 if se is None or math.isnan(se) else se
+        return float(metrics["drop"]) + self.drop_z * se
 
     def gaps(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """How far ``metrics`` exceed each limit (0 when within; NaN latency counts as exceeding)."""
@@ -1076,7 +1107,7 @@ class Budget(ConfigBase):
             limit = getattr(self, field)
             if limit is None:
                 continue
-            value = metrics.get(key, float("nan"))
+            value = self.drop_bound(metrics) if key == "drop" else metrics.get(key, float("nan"))
             out[field] = float("inf") if value is None or math.isnan(value) else max(0.0, value - limit)
         return out
 
@@ -1084,7 +1115,7 @@ class Budget(ConfigBase):
         return all(g == 0.0 for g in self.gaps(metrics).values())
 
     def accuracy_ok(self, metrics: Mapping[str, Any]) -> bool:
-        return self.max_drop is None or metrics["drop"] <= self.max_drop
+        return self.max_drop is None or self.drop_bound(metrics) <= self.max_drop
 
     def resources_ok(self, metrics: Mapping[str, Any]) -> bool:
         gaps = self.gaps(metrics)
@@ -1241,8 +1272,9 @@ def search_plan(
        first, to INT8; keep the change when the drop stays within budget.
     4. *Demote* (when INT4 is allowed and the objective is size, or a size or
        latency limit is still exceeded): walk ``int4_ranking`` (most robust
-       first, INT8 layers only). First a binary search for the longest prefix
-       that can go to ``int4_weights`` at once within the accuracy budget, then
+       first, INT8 layers only). First all of them at once, then a binary
+       search for the longest prefix that can go to ``int4_weights`` within
+       the accuracy budget, then
        one pass over the remaining layers, each kept when it improves the
        objective and keeps the drop within budget. Without ``max_drop``, demotion
        stops as soon as the size / latency limits hold (the most accurate plan
@@ -1380,8 +1412,12 @@ def search_plan(
             # Longest robust-first prefix within the accuracy budget that improves
             # the objective (binary search), then one greedy pass over the rest.
             lo, hi, prefix_best = 0, len(order), None
+            first = True
             while lo < hi:
-                mid = (lo + hi + 1) // 2
+                # Try demoting every candidate first (often already evaluated as the
+                # all_int4_weights preset); bisect only when that fails.
+                mid = hi if first else (lo + hi + 1) // 2
+                first = False
                 cand = evaluate_plan(with_int4(order[:mid]), f"int4 for the {mid} most robust layers")
                 if cand is None:
                     break
