@@ -1328,8 +1328,9 @@ def search_plan(
         candidates.append(cand)
         cache[assignment.key()] = cand
         log.info(
-            "plan %d [%s]: top-1 %.2f%% (drop %.2f), %.3f MB, %.2f ms, %.2f bits/weight%s",
-            cand.index, step, 100 * metrics["top1"], metrics["drop"], metrics["size_mb"],
+            "plan %d [%s]: top-1 %.2f%% (drop %.2f +/- %.2f), %.3f MB, %.2f ms, %.2f bits/weight%s",
+            cand.index, step, 100 * metrics["top1"], metrics["drop"], metrics.get("drop_se", float("nan")),
+            metrics["size_mb"],
             metrics.get("latency_ms", float("nan")), metrics["bits_per_weight"], " (meets budget)" if cand.met else "",
         )
         if on_candidate is not None:
@@ -1513,7 +1514,7 @@ def plot_pareto(
         ax.axhline(100 * reference_top1, color="black", lw=0.8, ls=":", label="FP32")
         if budget is not None and budget.max_drop is not None:
             ax.axhline(100 * reference_top1 - budget.max_drop, color="tab:red", lw=0.8, ls="--",
-                       label="accuracy budget")
+                       label=f"accuracy budget (checked on drop + {budget.drop_z:g} SE)")
         if limit is not None:
             ax.axvline(limit, color="tab:red", lw=0.8, ls="-.")
         if chosen is not None:
