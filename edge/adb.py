@@ -1,7 +1,7 @@
 """A small ``adb`` client: devices, push, quoted remote shell commands, checksums.
 
 Uses the ``adb`` command-line tool (Debian package ``adb``) through argument
-lists, never ``shell=True``. ``adb shell`` joins its arguments into one string
+lists, never through a local shell. ``adb shell`` joins its arguments into one string
 that the device's ``sh`` parses, so :meth:`Adb.shell` takes an argument list and
 quotes every element with :func:`shlex.quote` before sending it. Exit statuses
 of remote commands need the shell protocol v2 (Android 7 and later).
