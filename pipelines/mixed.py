@@ -289,13 +289,19 @@ def main(args: argparse.Namespace) -> int:
     print(f"  all INT8   test {_fmt(int8_report['test'])}")
     print(f"  {name:<10} test {_fmt(chosen['test'])}")
     print(f"             val  {_fmt(chosen['val'])}")
-    print(f"  layers: {mixed.assignment.counts()}" + (f"; fallbacks: {dict(mixed.assignment.fallbacks)}"
-                                                      if mixed.assignment.fallbacks else ""))
+    print(f"  layers: {mixed.assignment.counts()}")
+    reasons: dict[str, list[str]] = {}
+    for layer, reason in mixed.assignment.fallbacks.items():
+        reasons.setdefault(reason, []).append(layer)
+    for reason, layers in reasons.items():
+        print(f"  fallback for {len(layers)} layer(s) ({', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''})"
+              f": {reason}")
     print(f"wrote {path} (+ {name}_recipe.json, {name}_plan.yaml), results.json"
           + (", plans.jsonl, pareto.png" if results["mode"] == "search" else ""))
     if not met:
         gap_text = ", ".join(f"{k} exceeded by {v:.3g}" for k, v in gaps.items() if v > 0)
-        print(f"error: no plan meets the budget {budget.to_dict()}; best plan found written anyway "
+        what = "the plan does not meet" if results["mode"] == "plan" else "no plan meets"
+        print(f"error: {what} the budget {budget.to_dict()}; the best plan found was written anyway "
               f"({gap_text})", file=sys.stderr)
         return EXIT_BUDGET_NOT_MET
     return EXIT_OK
