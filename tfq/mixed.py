@@ -865,7 +865,7 @@ class MixedBuilder:
         q = quantizer.Quantizer(bytearray(self.float_model), recipe)
         calibration = self.calibration if q.need_calibration else None
         with _quiet_aeq():
-            result = q.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+            result = q.quantize(calibration, enable_progress_report=False)
         model = strip_float_edge_conversions(bytes(result.quantized_model))
         records: tuple[dict[str, Any], ...] = ()
         if verify:
@@ -874,11 +874,6 @@ class MixedBuilder:
 
 
 # --------------------------------------------------------------------------- verification
-
-
-# Ops that only convert between float and int8 (inserted around float islands).
-CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
-FLOAT_OR_INT8 = frozenset({"FLOAT32", "FLOAT16", "INT8"})
 
 
 def _weight_storage(summary: ModelSummary, op: Any) -> tuple[str, bool, str]:
@@ -903,9 +898,7 @@ def verify_precision(
     For each layer the op is found by its output tensor name; its activation
     input type and its weight storage type (through a ``DEQUANTIZE`` when the
     weights are expanded) must equal :data:`PRECISIONS` of the effective
-    precision. Every weighted op of the model must belong to a layer, and
-    every other op (ADD, MEAN, ...; QUANTIZE/DEQUANTIZE excepted) must compute
-    in the glue precision (int8 or float32, from the plan's default).
+    precision. Every weighted op of the model must belong to a layer.
 
     Args:
       model: The built ``.tflite`` bytes.
@@ -913,8 +906,8 @@ def verify_precision(
       assignment: The effective precisions.
 
     Returns:
-      One record per layer (name, op type, precision, weight and activation
-      dtypes, weight count), then one per op without weights.
+      One record per layer: name, op type, precision, weight and activation
+      dtypes, weight count.
 
     Raises:
       PrecisionMismatchError: Listing every mismatching or missing layer.
@@ -958,22 +951,6 @@ def verify_precision(
     strays = [op for op in summary.ops if op.subgraph == 0 and op.name in LITERT_SUPPORT and op.index not in matched]
     for op in strays:
         problems.append(f"op {op.index} ({op.name}) belongs to no planned layer")
-    # Ops without weights compute in the glue precision.
-    glue_dtype = PRECISIONS[assignment.glue].activation_dtype
-    for op in summary.ops:
-        if op.subgraph != 0 or op.name in LITERT_SUPPORT or op.name in CONVERSION_OPS:
-            continue
-        ins = [summary.tensor(i) for i in op.inputs if i >= 0 and not summary.tensor(i).is_constant]
-        outs = [summary.tensor(i) for i in op.outputs if i >= 0]
-        dtypes = sorted({t.dtype for t in ins + outs if t.dtype in FLOAT_OR_INT8})
-        records.append({"layer": outs[0].name if outs else f"op{op.index}", "op": op.name,
-                        "precision": assignment.glue.value, "weight_dtype": None,
-                        "activation_dtype": "/".join(dtypes), "weights": 0})
-        if dtypes != [glue_dtype]:
-            problems.append(
-                f"op {op.index} ({op.name}, output {outs[0].name if outs else '?'!r}) should compute in "
-                f"{glue_dtype} like the plan's default, but its activations are {'/'.join(dtypes) or 'none'}"
-            )
     if problems:
         raise PrecisionMismatchError("precision verification failed:\n  " + "\n  ".join(problems))
     return records
