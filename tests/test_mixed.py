@@ -379,3 +379,18 @@ def test_drop_standard_error_and_budget_margin():
     assert Budget(max_drop=0.5, drop_z=0).met(metrics)
     assert not Budget(max_drop=0.5).met(metrics)  # 0.4 + 1.0 * 0.3 > 0.5
     assert Budget(max_drop=0.5).gaps(metrics)["max_drop"] == pytest.approx(0.2)
+
+
+def test_latency_objective_rechecks_the_finalists(tiny):
+    from tfq.mixed import Objective
+
+    _, fp32, builder, x, y = tiny
+    ev = _evaluator(x, y, tflite_logits(fp32, x))
+    result = search_plan(builder, ev, Budget(max_drop=100.0, drop_z=0), int8_ranking=LAYERS,
+                         config=SearchConfig(objective=Objective.LATENCY, latency_recheck_rounds=2, recheck_window=100.0),
+                         extra_plans=[PRESETS["first_last_fp16"]])
+    assert result.met
+    rechecked = [c for c in result.candidates if "latency_ms_search" in c.metrics]
+    assert len(rechecked) >= 2
+    feasible = [c for c in result.candidates if c.met]
+    assert result.best.metrics["latency_ms"] == min(c.metrics["latency_ms"] for c in feasible)
