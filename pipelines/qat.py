@@ -32,8 +32,11 @@ Outputs, in ``runs/<model>-<dataset>-qat-<time>/`` (or ``--out DIR``):
 ``config.json``, ``metrics.jsonl``, ``accuracy_per_epoch.csv``,
 ``qat_curves.png``, ``results.json`` and ``results.md`` (see
 :mod:`tfq.qat.stage`). Resume: run the same command again; the newest
-unfinished QAT run of the same baseline and configuration is continued from
-its last finished epoch (``--fresh`` starts a new one).
+unfinished (or failed) QAT run of the same baseline and configuration is
+continued from its last finished epoch (``--fresh`` starts a new one); the
+check thresholds (``min_agreement``, ``max_logit_steps``,
+``agreement_samples``) may differ, so a failed check can be re-run without
+training again.
 """
 
 from __future__ import annotations
@@ -143,7 +146,8 @@ def open_run_dir(args: argparse.Namespace, cfg, baseline):
     def same(run: RunDir) -> bool:
         try:
             return (run.manifest().get("baseline") == meta["baseline"] and run.exists("config.json")
-                    and QATConfig.from_dict(run.read_json("config.json")) == cfg)
+                    and QATConfig.from_dict(run.read_json("config.json")).training_identity()
+                    == cfg.training_identity())
         except ValueError:
             return False
 
@@ -196,6 +200,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(str(e)) from None
 
     run = open_run_dir(args, cfg, baseline)
+    if run.manifest().get("error"):
+        run.update_manifest(error=None)  # a failed run being resumed
     print(f"run directory: {run.path}", flush=True)
     try:
         results = run_qat(

@@ -132,6 +132,8 @@ class QATConfig(ConfigBase):
       seed: Seeds Python, NumPy, TensorFlow and data shuffling.
       agreement_samples: Test images used to check Keras vs ``.tflite`` agreement.
       min_agreement: The conversion fails below this top-1 agreement.
+      max_logit_steps: The conversion fails when a logit differs by more than
+        this many output quantization steps.
     """
 
     weights: WeightQuant = WeightQuant()
@@ -153,6 +155,7 @@ class QATConfig(ConfigBase):
     seed: int = 0
     agreement_samples: int = 512
     min_agreement: float = 0.99
+    max_logit_steps: float = 3.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_method, CalibrationMethodName):
@@ -191,6 +194,19 @@ class QATConfig(ConfigBase):
             raise ConfigError(f"warmup_epochs: must be in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
         if not 0 < self.min_agreement <= 1:
             raise ConfigError(f"min_agreement: must be in (0, 1], got {self.min_agreement!r}")
+        if not self.max_logit_steps > 0:
+            raise ConfigError(f"max_logit_steps: must be > 0, got {self.max_logit_steps!r}")
+
+    #: Fields that only decide how the result is checked; a run may be resumed
+    #: with other values.
+    CHECK_FIELDS = ("agreement_samples", "min_agreement", "max_logit_steps")
+
+    def training_identity(self) -> dict:
+        """The config without :attr:`CHECK_FIELDS` (what a resumed run must match)."""
+        data = self.to_dict()
+        for name in self.CHECK_FIELDS:
+            data.pop(name, None)
+        return data
 
     @property
     def per_channel(self) -> bool:

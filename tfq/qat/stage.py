@@ -192,7 +192,7 @@ def run_qat(
         best, float_layers=float_layers, weighted_float_layers=weighted
     )
     agreement = qconvert.check_agreement(best, tflite_bytes, x_test[: config.agreement_samples],
-                                         min_agreement=config.min_agreement)
+                                         min_agreement=config.min_agreement, max_steps=config.max_logit_steps)
     run.write_bytes(MODEL_TFLITE, tflite_bytes)
     run.write_json("model_int8_config.json", config.to_dict())
     if not agreement.passed:
