@@ -1,7 +1,8 @@
 """QAT run outputs: accuracy-per-epoch CSV, curves plot and the results table.
 
-The table has the columns of the PTQ table (``pipelines.ptq``), so QAT rows
-can be read side by side with PTQ rows: variant, mode, calibration, weights,
+The table is rendered with the PTQ table's columns
+(:func:`tfq.evaluate.results_columns`, shared with ``pipelines.ptq``), so QAT
+rows read side by side with PTQ rows: variant, mode, calibration, weights,
 I/O, top-1, delta top-1 to FP32, top-5, agreement and SQNR against FP32, size
 and ratio, 1-thread/all-thread latency, float ops left.
 """
@@ -19,7 +20,6 @@ __all__ = [
     "epoch_rows",
     "markdown",
     "plot_curves",
-    "table_columns",
     "write_epoch_csv",
 ]
 
@@ -109,46 +109,8 @@ def plot_curves(
     tmp.replace(path)
 
 
-def table_columns() -> list:
-    """The PTQ table's columns (same headers and formats)."""
-    from tfq.report import Column, fmt_bytes, fmt_db, fmt_delta_pp, fmt_list, fmt_ms, fmt_pct, fmt_ratio
-
-    def lat(which: str, q: str):
-        def get(r: Mapping[str, Any]) -> Any:
-            latency = r.get("latency_ms") or {}
-            keys = sorted(latency, key=int)
-            if which == "one":
-                key = "1" if "1" in keys else ""
-            else:
-                key = keys[-1] if keys and keys[-1] != "1" else ""
-            return (latency.get(key) or {}).get(q)
-
-        return get
-
-    return [
-        Column("name", "variant", align="left"),
-        Column("mode", "mode", align="left"),
-        Column("method", "calibration", align="left"),
-        Column("granularity", "weights", align="left"),
-        Column("io", "I/O", align="left"),
-        Column("top1", "top-1", fmt_pct),
-        Column("delta_top1", "Δ top-1 (pp)", fmt_delta_pp),
-        Column("top5", "top-5", fmt_pct),
-        Column("agreement", "agree", fmt_pct),
-        Column("sqnr_db", "SQNR dB", fmt_db),
-        Column("size_bytes", "size", fmt_bytes),
-        Column("size_ratio", "size/FP32", fmt_ratio),
-        Column(lat("one", "p50"), "1-thr p50 ms", fmt_ms),
-        Column(lat("one", "p90"), "1-thr p90 ms", fmt_ms),
-        Column(lat("all", "p50"), "all-thr p50 ms", fmt_ms),
-        Column(lat("all", "p90"), "all-thr p90 ms", fmt_ms),
-        Column(lambda r: r.get("float_ops") if r.get("expect_integer") else None, "float ops left",
-               lambda v: "n/a" if v is None else fmt_list(v, limit=3), align="left"),
-    ]
-
-
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The results table as Markdown."""
-    from tfq.report import markdown_table
+    """The results table as Markdown, with the PTQ table's columns (:func:`tfq.evaluate.results_columns`)."""
+    from tfq.evaluate import results_markdown
 
-    return markdown_table(rows, table_columns())
+    return results_markdown(list(rows))
