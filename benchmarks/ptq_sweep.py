@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-samples", type=int, default=2000, help="validation images used to pick tfq's best")
     p.add_argument("--test-samples", type=int, help="first N test images (default: all)")
+    p.add_argument("--int16x8-test-samples", type=int, metavar="N",
+                   help="evaluate int16x8 models on the first N of those test images only (their reference "
+                        "kernels are ~10x slower); their Δ top-1 is against Keras FP32 on the same N images")
     p.add_argument("--latency-runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and all cores)")
@@ -170,10 +173,16 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     keras_top1 = M.top_k_accuracy(ref_test, y_test, 1)
     log.info("%s on %s: Keras FP32 test top-1 %.4f (%d images)", model_name, dataset_name, keras_top1, len(y_test))
 
-    def evaluate(model_bytes: bytes, expect_integer: bool, fp32_size: int | None, with_val: bool) -> dict:
-        out = evaluate_tflite(model_bytes, x_test, y_test, reference_logits=ref_test, fp32_size_bytes=fp32_size,
-                              latency_runs=args.latency_runs, warmup=args.warmup, threads=threads,
-                              expect_integer=expect_integer)
+    n16 = min(args.int16x8_test_samples or len(y_test), len(y_test))
+    keras_top1_16 = M.top_k_accuracy(ref_test[:n16], y_test[:n16], 1)
+
+    def evaluate(model_bytes: bytes, expect_integer: bool, fp32_size: int | None, with_val: bool,
+                 n: int | None = None) -> dict:
+        n = n or len(y_test)
+        out = evaluate_tflite(model_bytes, x_test[:n], y_test[:n], reference_logits=ref_test[:n],
+                              fp32_size_bytes=fp32_size, latency_runs=args.latency_runs, warmup=args.warmup,
+                              threads=threads, expect_integer=expect_integer)
+        out["test_images"] = n
         if with_val:
             val = evaluate_tflite(model_bytes, x_val, y_val, reference_logits=ref_val, latency_runs=0)
             out["val_top1"], out["val_sqnr_db"], out["val_agreement"] = val["top1"], val["sqnr_db"], val["agreement"]
@@ -215,9 +224,10 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                     log.error("%s failed: %s", name, e)
                     failures.append({"name": name, "error": str(e)})
                     continue
-                m = evaluate(res.model_bytes, True, fp32_size, with_val=mode is Mode.INT8)
+                n = n16 if mode is Mode.INT16X8 else None
+                m = evaluate(res.model_bytes, True, fp32_size, with_val=mode is Mode.INT8, n=n)
                 rows.append(_row(name, "tfq", {"mode": mode.value, "method": method, "granularity": g.value,
-                                               "io": "float32"}, m, keras_top1,
+                                               "io": "float32"}, m, keras_top1_16 if n else keras_top1,
                                  ranges_landed=len(res.range_check.landed), ranges_total=len(res.ranges),
                                  ranges_overridden=[f"{o['tensor']} ({o['op']})" for o in res.range_check.overridden]))
                 log.info("%s: top-1 %.4f SQNR %.1f dB", name, m["top1"], m["sqnr_db"])
@@ -265,7 +275,8 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "splits": {"calib_samples": int(samples.shape[0]), "val_samples": int(len(y_val)),
                    "test_samples": int(len(y_test)), "seed": args.seed,
                    "split_rule": (ds.info or {}).get("split_rule")},
-        "keras_fp32": {"top1": keras_top1, "top5": M.top_k_accuracy(ref_test, y_test, 5)},
+        "keras_fp32": {"top1": keras_top1, "top5": M.top_k_accuracy(ref_test, y_test, 5),
+                       "int16x8_test_samples": n16, "top1_on_int16x8_images": keras_top1_16},
         "calibration": {"percentile": args.percentile, "num_bins": args.num_bins,
                         "seconds": state.seconds if state else None},
         "selection": {"rule": f"INT8 per-channel: {SELECTION_RULE}", "best": best["name"] if best else None},
@@ -301,8 +312,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         results_markdown(rows, extra=[
             Column(lambda r: "**best**" if r.get("selected") else "", "picked", align="left"),
             Column("val_sqnr_db", "val SQNR", fmt_db),
+            Column("test_images", "test images", lambda v: "" if v is None else str(v)),
         ]),
     ]
+    n16, n = report["keras_fp32"].get("int16x8_test_samples"), report["splits"]["test_samples"]
+    if n16 and n16 < n:
+        lines += [f"INT16x8 rows are evaluated on the first {n16} test images only (reference kernels); their "
+                  f"Δ top-1 is against Keras FP32 on those images "
+                  f"({100 * report['keras_fp32']['top1_on_int16x8_images']:.2f}%).", ""]
     if report["comparison"]:
         lines += [
             "## tfq's best calibration against the peers (test split)",

@@ -155,6 +155,8 @@ def ptq_argv(ctx: StageContext) -> list[str]:
     ]
     if sec.test_samples:
         argv += ["--test-samples", str(sec.test_samples)]
+    if sec.int16x8_test_samples:
+        argv += ["--int16x8-test-samples", str(sec.int16x8_test_samples)]
     if sec.threads:
         argv += ["--threads", *map(str, sec.threads)]
     return [*argv, *_common(ctx)]

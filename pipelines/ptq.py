@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     e = p.add_argument_group("evaluation")
     e.add_argument("--test-samples", type=int, help="evaluate on the first N test images (default: all)")
+    e.add_argument("--int16x8-test-samples", type=int, metavar="N",
+                   help="evaluate int16x8 models on the first N of those only: their reference kernels are "
+                        "~10-100x slower than int8 (rows record test_images; Δ top-1 is against FP32 on them)")
     e.add_argument("--latency-runs", type=int, default=50, help="timed runs per thread count (>= 50; 0 skips)")
     e.add_argument("--warmup", type=int, default=10, help="untimed runs before timing")
     e.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and all cores)")
@@ -263,6 +266,9 @@ def main(args: argparse.Namespace) -> int:
     """Runs the PTQ stage; returns the exit code."""
     setup_logging(args.verbose)
     cfg, modes, methods = resolve_config(args)
+    for flag in ("test_samples", "int16x8_test_samples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     from tfq.calibration import representative_samples
     from tfq.evaluate import default_threads, evaluate_tflite, results_markdown
     from tfq.ptq import SELECTION_RULE, ConversionError, configs_for, prepare_calibration, quantize, select_calibration
@@ -331,12 +337,16 @@ def main(args: argparse.Namespace) -> int:
             run.write_json(f"{name}_ranges.json", result.ranges_dict())
         if fp32_size is None:
             fp32_size = len(result.model_bytes)  # fp32 is always first
+        n = len(y_test)
+        if c.mode.value == "int16x8" and args.int16x8_test_samples:
+            n = min(n, args.int16x8_test_samples)
         metrics = evaluate_tflite(
-            result.model_bytes, x_test, y_test, reference_logits=ref_logits, fp32_size_bytes=fp32_size,
+            result.model_bytes, x_test[:n], y_test[:n], reference_logits=ref_logits[:n], fp32_size_bytes=fp32_size,
             latency_runs=args.latency_runs, warmup=args.warmup, threads=threads,
             expect_integer=c.spec.full_integer,
         )
-        row = row_for(result, metrics, keras_fp32["top1"])
+        row = row_for(result, metrics, m.top_k_accuracy(ref_logits[:n], y_test[:n], 1))
+        row["test_images"] = n
         row["config_file"] = f"{name}_config.json"
         row["calib_samples_used"] = state.num_samples if (state and c.spec.calibrated) else None
         if selection is not None:

@@ -65,6 +65,7 @@ def test_committed_configs_validate():
         ({"stages": ["ptq"]}, ["'ptq' needs 'train'", "baseline"]),
         ({"stages": ["train", "bench"]}, ["'bench' needs one of", "ptq"]),
         ({"repeats": 0}, ["repeats"]),
+        ({"ptq": {"int16x8_test_samples": 0}}, ["ptq.int16x8_test_samples must be >= 1"]),
         ({"stages": ["train", "mixed"], "mixed": {}}, ["mixed.budget", "max_drop"]),
     ],
 )

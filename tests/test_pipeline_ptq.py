@@ -70,6 +70,17 @@ def test_cli_config_file_preset_and_overrides(tiny_baseline, tmp_path):
     assert [r["name"] for r in results["rows"]] == ["fp32", "int8_percentile"]
 
 
+def test_int16x8_rows_can_use_fewer_test_images(tiny_baseline, tmp_path):
+    out = tmp_path / "i16"
+    code = _run(["--baseline", tiny_baseline, "--modes", "int16x8", "--test-samples", "60",
+                 "--int16x8-test-samples", "20", "--calib-samples", "32", "--latency-runs", "0", "--out", out])
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["fp32"]["test_images"] == 60 and rows["int16x8_minmax"]["test_images"] == 20
+    # Agreement over 20 images comes in steps of 1/20 (over 60 it would be in steps of 1/60).
+    assert (rows["int16x8_minmax"]["agreement"] * 20) % 1 < 1e-9
+
+
 def test_resolve_config_order(tmp_path):
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"mode": "int8", "calib_samples": 100}))
@@ -96,6 +107,7 @@ def test_missing_baseline_prints_training_command(tmp_path, capsys):
     (["--set", "calibration.metod=kl"], "unknown key"),
     (["--modes", "fp16", "--io", "int8"], "not available for mode 'fp16'"),
     (["--preset", "int4"], "valid presets"),
+    (["--int16x8-test-samples", "0"], "--int16x8-test-samples must be >= 1"),
 ])
 def test_bad_config_exits_with_message(tiny_baseline, tmp_path, capsys, argv_tail, match):
     code = _run(["--baseline", tiny_baseline, "--out", tmp_path / "o", *argv_tail])
@@ -178,11 +190,19 @@ def test_sweep_quick_on_tiny_baseline(tiny_baseline, tmp_path):
 
     prefix = tmp_path / "sweep"
     code = sweep_main(sweep_args(["--baseline", str(tiny_baseline), "--out", str(prefix), "--quick",
-                                  "--modes", "int8", "--granularities", "per_channel"]))
+                                  "--modes", "int8", "int16x8", "--granularities", "per_channel",
+                                  "--int16x8-test-samples", "40"]))
     assert code == 0
     report = json.loads(prefix.with_suffix(".json").read_text())
     names = [r["name"] for r in report["rows"]]
     assert names[:1] == ["fp32"] and sum(n.startswith("int8_") for n in names) == 4
+    # INT16x8 rows run on the first 40 test images only, and are compared with FP32 on those.
+    i16 = [r for r in report["rows"] if r["mode"] == "int16x8"]
+    assert len(i16) == 4 and {r["test_images"] for r in i16} == {40}
+    assert {r["test_images"] for r in report["rows"] if r["mode"] == "int8"} == {300}
+    fp32_on_40 = report["keras_fp32"]["top1_on_int16x8_images"]
+    assert all(abs(r["delta_top1"] - (r["top1"] - fp32_on_40)) < 1e-12 for r in i16)
+    assert "first 40 test images only" in prefix.with_suffix(".md").read_text()
     assert {r.get("peer") for r in report["rows"] if r["role"] == "peer"} == {"converter_default", "aeq_static_wi8_ai8"}
     assert report["selection"]["best"] in names and len(report["comparison"]) == 2
     assert "tfq's best calibration against the peers" in prefix.with_suffix(".md").read_text()

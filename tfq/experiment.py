@@ -237,6 +237,8 @@ class PTQSection(ConfigBase):
         (``granularity``, ``io``, ``calib_samples``, ``calibration.percentile``...);
         ``mode`` and ``calibration.method`` come from the lists above.
       test_samples: Evaluate on the first N test images (None: all).
+      int16x8_test_samples: Evaluate INT16x8 models on the first N of those
+        only (their reference kernels are slow; None: all).
       latency_runs: The PTQ stage's own latency runs per thread count (0 skips
         them; the bench stage measures latency for the report).
       warmup: Untimed runs before the stage's own timing.
@@ -247,6 +249,7 @@ class PTQSection(ConfigBase):
     calibration: tuple[str, ...] = ("minmax",)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     test_samples: int | None = None
+    int16x8_test_samples: int | None = None
     latency_runs: int = 0
     warmup: int = 10
     threads: tuple[int, ...] = ()
@@ -263,8 +266,9 @@ class PTQSection(ConfigBase):
             raise ConfigError("ptq.modes must name at least one mode")
         if not self.calibration:
             raise ConfigError("ptq.calibration must name at least one method")
-        if self.test_samples is not None and self.test_samples < 1:
-            raise ConfigError(f"ptq.test_samples must be >= 1 or null, got {self.test_samples}")
+        for key in ("test_samples", "int16x8_test_samples"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"ptq.{key} must be >= 1 or null, got {getattr(self, key)}")
         if self.latency_runs < 0 or self.warmup < 0 or any(t < 1 for t in self.threads):
             raise ConfigError("ptq: latency_runs and warmup must be >= 0 and threads >= 1")
         if "mode" in self.options:
