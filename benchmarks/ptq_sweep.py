@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", help="dataset of the baseline to find")
     p.add_argument("--root", default="runs", help="where baselines are searched (default: runs)")
     p.add_argument("--out", required=True, help="output prefix: writes <out>.json and <out>.md")
+    p.add_argument("--overwrite", action="store_true", help="replace existing <out>.json / <out>.md")
     p.add_argument("--modes", nargs="+", choices=ALL_MODES, default=ALL_MODES)
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=ALL_METHODS)
     p.add_argument("--granularities", nargs="+", choices=["per_channel", "per_tensor"],
@@ -108,19 +109,20 @@ def aeq_static_int8(fp32_model: bytes, samples) -> bytes:
 
 
 def _environment() -> dict[str, Any]:
-    import ai_edge_litert
+    from importlib import metadata
+
     import tensorflow as tf
 
-    try:
-        import ai_edge_quantizer
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
 
-        aeq = getattr(ai_edge_quantizer, "__version__", "installed")
-    except ImportError:  # pragma: no cover
-        aeq = None
     return {
         "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__, "ai_edge_litert": getattr(ai_edge_litert, "__version__", "?"),
-        "ai_edge_quantizer": aeq, "tfq": tfq.__version__,
+        "tensorflow": tf.__version__, "ai_edge_litert": version("ai-edge-litert"),
+        "ai_edge_quantizer": version("ai-edge-quantizer"), "tfq": tfq.__version__,
     }
 
 
@@ -305,8 +307,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['splits']['test_samples']} test images. {report['splits']['calib_samples']} calibration images "
         f"(seed {report['splits']['seed']}) shared by tfq and both peers; tfq's best method picked on "
         f"{report['splits']['val_samples']} validation images ({report['selection']['rule']}): "
-        f"**{report['selection']['best']}**. Latency: batch 1, median/p90 of {report['latency']['runs']} runs after "
-        f"{report['latency']['warmup']} warm-up, XNNPACK, threads {report['latency']['threads']}. "
+        f"**{report['selection']['best']}**. " + (
+            f"Latency: batch 1, median/p90 of {report['latency']['runs']} runs after "
+            f"{report['latency']['warmup']} warm-up, XNNPACK, threads {report['latency']['threads']}. "
+            if report["latency"]["runs"] else "Latency: not measured in this sweep (`--latency-runs 0`). ") +
         "Δ top-1 is against the Keras FP32 model; agreement and SQNR compare logits with it.",
         "",
         results_markdown(rows, extra=[
@@ -343,8 +347,13 @@ def main(args: argparse.Namespace) -> int:
     from tfq.rundir import atomic_write_text, write_json
 
     setup_logging(args.verbose)
-    report = run_sweep(args)
     json_path, md_path = Path(f"{args.out}.json"), Path(f"{args.out}.md")
+    existing = [str(q) for q in (json_path, md_path) if q.exists()]
+    if existing and not args.overwrite:
+        print(f"error: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or another --out",
+              file=sys.stderr)
+        return 2
+    report = run_sweep(args)
     write_json(json_path, report)
     text = render_markdown(report)
     atomic_write_text(md_path, text)

@@ -203,6 +203,10 @@ def test_sweep_quick_on_tiny_baseline(tiny_baseline, tmp_path):
     fp32_on_40 = report["keras_fp32"]["top1_on_int16x8_images"]
     assert all(abs(r["delta_top1"] - (r["top1"] - fp32_on_40)) < 1e-12 for r in i16)
     assert "first 40 test images only" in prefix.with_suffix(".md").read_text()
+    # A second sweep into the same prefix refuses before any work, keeping the first one's files.
+    before = prefix.with_suffix(".json").read_bytes()
+    assert sweep_main(sweep_args(["--baseline", str(tiny_baseline), "--out", str(prefix), "--quick"])) == 2
+    assert prefix.with_suffix(".json").read_bytes() == before
     assert {r.get("peer") for r in report["rows"] if r["role"] == "peer"} == {"converter_default", "aeq_static_wi8_ai8"}
     assert report["selection"]["best"] in names and len(report["comparison"]) == 2
     assert "tfq's best calibration against the peers" in prefix.with_suffix(".md").read_text()
