@@ -365,6 +365,11 @@ def main(args: argparse.Namespace) -> int:
         f"median/p90 of {max(args.latency_runs, 50) if args.latency_runs else 0} runs after {args.warmup} warm-up, "
         f"XNNPACK, threads {list(threads)}.\n\n"
     )
+    subset = sorted({r["name"] for r in rows if r["test_images"] < len(y_test)})
+    if subset:
+        n16 = min(r["test_images"] for r in rows)
+        header += (f"{', '.join(subset)}: evaluated on the first {n16} test images only (--int16x8-test-samples); "
+                   f"their Δ top-1, agreement and SQNR compare with Keras FP32 on those images.\n\n")
     run.write_text("results.md", header + table)
     run.write_json("results.json", {
         "model": source.name, "dataset": source.dataset_name, "baseline": source.baseline,

@@ -79,6 +79,7 @@ def test_int16x8_rows_can_use_fewer_test_images(tiny_baseline, tmp_path):
     assert rows["fp32"]["test_images"] == 60 and rows["int16x8_minmax"]["test_images"] == 20
     # Agreement over 20 images comes in steps of 1/20 (over 60 it would be in steps of 1/60).
     assert (rows["int16x8_minmax"]["agreement"] * 20) % 1 < 1e-9
+    assert "int16x8_minmax: evaluated on the first 20 test images only" in (out / "results.md").read_text()
 
 
 def test_resolve_config_order(tmp_path):
