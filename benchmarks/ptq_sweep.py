@@ -113,6 +113,10 @@ def _environment() -> dict[str, Any]:
 
     import tensorflow as tf
 
+    from tfq.hostinfo import cpu_features, cpu_model, int8_dot_product
+
+    features = cpu_features()
+
     def version(dist: str) -> str | None:
         try:
             return metadata.version(dist)
@@ -123,6 +127,7 @@ def _environment() -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__, "ai_edge_litert": version("ai-edge-litert"),
         "ai_edge_quantizer": version("ai-edge-quantizer"), "tfq": tfq.__version__,
+        "cpu_model": cpu_model(), "cpu_features": features, "int8_dot_product": int8_dot_product(features),
     }
 
 
@@ -289,6 +294,15 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cpu_lines(env: dict[str, Any]) -> list[str]:
+    if "cpu_features" not in env:
+        return []
+    dot = env.get("int8_dot_product")
+    return ["", f"CPU: {env.get('cpu_model')}; SIMD: {', '.join(env['cpu_features']) or 'unknown'}; " + (
+        f"int8 dot product: {dot}." if dot else
+        "no int8 dot-product instruction (no VNNI/dotprod), so INT8 latency is only modestly below FP32 here.")]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The sweep's tables, with the command that made them."""
     from tfq.evaluate import results_markdown
@@ -302,6 +316,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(TensorFlow {report['environment']['tensorflow']}, ai-edge-litert "
         f"{report['environment']['ai_edge_litert']}, ai-edge-quantizer {report['environment']['ai_edge_quantizer']}, "
         f"{report['environment']['cpu_count']} CPU cores, shared machine: latency is indicative).",
+        *_cpu_lines(report["environment"]),
         "",
         f"Baseline `{report['baseline']}`: Keras FP32 top-1 {100 * report['keras_fp32']['top1']:.2f}% on "
         f"{report['splits']['test_samples']} test images. {report['splits']['calib_samples']} calibration images "

@@ -518,8 +518,21 @@ def results_table(results: list[dict[str, Any]]) -> str:
 
 def host_info() -> dict[str, Any]:
     """Where the benchmark ran (no user or host names)."""
+    from tfq.hostinfo import cpu_features, cpu_model, int8_dot_product
+
+    features = cpu_features()
     return {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_features": features,
+            "int8_dot_product": int8_dot_product(features)}
+
+
+def host_line(host: dict[str, Any], target: str) -> str:
+    """A Markdown note under the table naming the CPU the numbers come from (empty for Android)."""
+    if target == "android" or "cpu_features" not in host:
+        return ""
+    dot = host.get("int8_dot_product")
+    return (f"\nHost CPU: {host.get('cpu_model')} ({host.get('cpu_count')} logical cores); SIMD: "
+            f"{', '.join(host['cpu_features']) or 'unknown'}; int8 dot product: {dot or 'none'}.\n")
 
 
 def spec_from_args(args: argparse.Namespace, model: str, **overrides: Any) -> BenchSpec:
@@ -688,7 +701,7 @@ def main(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, report, overwrite=args.overwrite)
         logger.info("wrote %s", args.json)
     if args.markdown:
-        write_text_atomic(args.markdown, table, overwrite=args.overwrite)
+        write_text_atomic(args.markdown, table + host_line(report["host"], args.target), overwrite=args.overwrite)
     failed = [r["model"] for r in results if r.get("status") != "ok"]
     if failed:
         print(f"error: {len(failed)} of {len(results)} model(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -211,6 +211,8 @@ def test_sweep_quick_on_tiny_baseline(tiny_baseline, tmp_path):
     assert {r.get("peer") for r in report["rows"] if r["role"] == "peer"} == {"converter_default", "aeq_static_wi8_ai8"}
     assert report["selection"]["best"] in names and len(report["comparison"]) == 2
     assert "tfq's best calibration against the peers" in prefix.with_suffix(".md").read_text()
+    assert isinstance(report["environment"]["cpu_features"], list)
+    assert f"CPU: {report['environment']['cpu_model']}; SIMD:" in prefix.with_suffix(".md").read_text()
 
 
 def test_calibration_auto_picks_on_validation(tiny_baseline, tmp_path, capsys):

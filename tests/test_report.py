@@ -128,6 +128,7 @@ def make_experiment(root: Path, repeats: int = 2) -> Path:
     _run(exp, "experiment", ["python", "-m", "pipelines.experiment", "--config", "x.yaml"])
     write_json(exp / "environment.json", {"versions": {"TensorFlow": "2.21.0", "LiteRT (ai-edge-litert)": "2.3.0"},
                                           "cpu_model": "Test CPU 3000", "logical_cores": 8, "usable_cores": 2,
+                                          "cpu_features": ["avx2", "fma"], "int8_dot_product": None,
                                           "python": "3.11", "system": "Linux", "machine": "x86_64"})
     units = {}
     for i, (name, maker) in enumerate([("train", make_train), ("ptq", make_ptq), ("sensitivity", make_sensitivity),
@@ -256,6 +257,7 @@ def test_full_report_from_an_experiment(tmp_path):
     md = written["markdown"].read_text()
     for text in ("| variant", "top-1 (%)", "SQNR (dB)", "ratio", "cpu 1 thr p50 (ms)", "cpu 2 thr p90 (ms)",
                  "peak RSS cpu (MB)", "91.00 ± 1.00", "50.5 ± 0.5", "Test CPU 3000", "2.21.0", "ai_edge_litert 2.3.0",
+                 "avx2, fma; no int8 dot-product instruction",
                  "python -m pipelines.experiment --config x.yaml", "python -m edge.bench x.tflite",
                  "Pareto-optimal by size"):
         assert text in md, text
@@ -321,3 +323,33 @@ def test_documents_escape_text(tmp_path):
     html = to_html(blocks, tmp_path, "t<")
     assert "A &lt;b&gt; &amp; c" in html and "<code>x|y</code> &lt;here&gt;" in html and "&lt;3&gt;" in html
     assert "<title>t&lt;</title>" in html and "alt &quot;q&quot;" in html
+
+
+X86_CPUINFO = """processor\t: 0
+model name\t: Some EPYC
+flags\t\t: fpu sse4_2 avx avx2 fma f16c
+processor\t: 1
+flags\t\t: fpu sse4_2 avx avx2 fma f16c
+"""
+VNNI_CPUINFO = "model name\t: Some Xeon\nflags\t\t: sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni\n"
+ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp i8mm\n"
+
+
+def test_cpu_features_name_the_int8_dot_product_instructions():
+    from tfq.hostinfo import cpu_features, int8_dot_product
+
+    x86 = cpu_features(X86_CPUINFO)
+    assert x86 == ["sse4_2", "avx", "avx2", "fma", "f16c"] and int8_dot_product(x86) is None
+    vnni = cpu_features(VNNI_CPUINFO)
+    assert vnni[-3:] == ["avx512f", "avx512bw", "avx512_vnni"] and int8_dot_product(vnni) == "avx512_vnni"
+    arm = cpu_features(ARM_CPUINFO)
+    assert arm == ["asimd", "asimddp", "asimdhp", "i8mm"] and int8_dot_product(arm) == "i8mm"
+    assert cpu_features("no flags here") == []
+
+
+def test_environment_of_this_machine_lists_its_features():
+    from tfq.reporting.environment import capture_environment
+
+    env = capture_environment()
+    assert isinstance(env["cpu_features"], list)
+    assert env["int8_dot_product"] is None or env["int8_dot_product"] in env["cpu_features"]

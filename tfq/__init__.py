@@ -5,7 +5,7 @@ TensorFlow Model Optimization (TFMOT) only works with Keras 2 (``tf_keras``),
 and TensorFlow reads ``TF_USE_LEGACY_KERAS`` once, when it is first imported.
 Every entry point (``models``, ``pipelines``, the tests) imports ``tfq`` before
 TensorFlow. This module itself imports nothing heavy, so the TensorFlow-free
-parts of tfq (``tfq.litert``, ``tfq.tflite_model``, ``tfq.metrics``) stay
+parts of tfq (``tfq.litert``, ``tfq.tflite_model``, ``tfq.metrics``, ``tfq.hostinfo``) stay
 usable on a device that only has numpy and a LiteRT interpreter.
 """
 

@@ -32,13 +32,19 @@ def run(argv, capsys):
 def test_side_by_side_table_and_json(tmp_path, capsys, model_path, eval_npz):
     out_json = tmp_path / "bench.json"
     models = [model_path(n) for n in ("float32", "int8", "int8_uint8io", "int16x8_int16io", "fp16")]
-    code, out, err = run([*models, *FAST, "--eval", eval_npz, "--json", str(out_json)], capsys)
+    out_md = tmp_path / "bench.md"
+    code, out, err = run([*models, *FAST, "--eval", eval_npz, "--json", str(out_json), "--markdown", str(out_md)],
+                         capsys)
     assert code == 0, err
     lines = [l for l in out.splitlines() if l.startswith("| ")]
     assert len(lines) == 1 + len(models)  # header + one row per model
     assert all(os.path.basename(m) in out for m in models)
     report = json.loads(out_json.read_text())
     assert report["interpreter"]["name"] == "ai_edge_litert"
+    host = report["host"]
+    assert isinstance(host["cpu_features"], list) and host["cpu_model"]
+    md = out_md.read_text()
+    assert sum(l.startswith("| ") for l in md.splitlines()) == len(models) + 1 and f"Host CPU: {host['cpu_model']}" in md
     for r in report["results"]:
         assert r["status"] == "ok"
         assert (r["target"], r["delegate"], r["threads"], r["warmup"], r["runs"]) == ("cpu", "xnnpack", 1, 1, 5)

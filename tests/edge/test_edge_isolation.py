@@ -16,7 +16,7 @@ from edge_support import REPO, subprocess_env
 
 FORBIDDEN = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
 # The tfq modules edge may use: numpy + ai_edge_litert only.
-ALLOWED_TFQ = {"tfq", "tfq.litert", "tfq.tflite_model", "tfq.metrics"}
+ALLOWED_TFQ = {"tfq", "tfq.litert", "tfq.tflite_model", "tfq.metrics", "tfq.hostinfo"}
 
 
 def edge_modules() -> list[str]:

@@ -111,6 +111,15 @@ def results_table(c: Collection) -> doc.Table:
     return doc.Table(tuple(headers), tuple(rows), align)
 
 
+def _features_cell(env: dict) -> str:
+    if "cpu_features" not in env:
+        return MISSING  # recorded before tfq captured CPU features
+    features = env.get("cpu_features") or []
+    dot = env.get("int8_dot_product")
+    return (", ".join(features) or "unknown") + (
+        f"; int8 dot product: {dot}" if dot else "; no int8 dot-product instruction (INT8 gains little over FP32)")
+
+
 def environment_table(c: Collection) -> tuple[doc.Table, str]:
     """Versions, CPU and threads; and where they were recorded."""
     if c.environment:
@@ -125,6 +134,7 @@ def environment_table(c: Collection) -> tuple[doc.Table, str]:
         ("Python", env.get("python", MISSING)),
         ("system", f"{env.get('system', MISSING)} ({env.get('machine', MISSING)})"),
         ("CPU model", env.get("cpu_model", MISSING)),
+        ("CPU SIMD features", _features_cell(env)),
         ("cores (logical / usable)", f"{env.get('logical_cores', MISSING)} / {env.get('usable_cores', MISSING)}"),
         ("interpreter threads measured", ", ".join(map(str, threads)) or MISSING),
     ]

@@ -12,7 +12,9 @@ import platform
 import sys
 from typing import Any
 
-__all__ = ["DISTRIBUTIONS", "capture_environment", "cpu_model"]
+from tfq.hostinfo import cpu_features, cpu_model, int8_dot_product
+
+__all__ = ["DISTRIBUTIONS", "capture_environment", "cpu_features", "cpu_model", "int8_dot_product"]
 
 #: Distributions whose versions every report shows (label -> distribution name).
 DISTRIBUTIONS: dict[str, str] = {
@@ -33,36 +35,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def capture_environment() -> dict[str, Any]:
     """Versions, CPU and cores of this machine (no user or host names).
 
     Returns:
       ``{"versions": {label: version or None}, "python", "system", "machine",
-      "cpu_model", "logical_cores", "usable_cores"}``.
+      "cpu_model", "cpu_features", "int8_dot_product", "logical_cores", "usable_cores"}``.
     """
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
+    features = cpu_features()
     return {
         "versions": {label: _version(dist) for label, dist in DISTRIBUTIONS.items()},
         "python": sys.version.split()[0],
         "system": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_features": features,
+        "int8_dot_product": int8_dot_product(features),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
     }
