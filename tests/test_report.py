@@ -77,8 +77,9 @@ def make_ptq(path: Path) -> Path:
             "name": name, "mode": mode, "method": method, "file": f"{name}.tflite", "top1": top1, "top5": 0.99,
             "agreement": 0.97, "sqnr_db": sqnr, "size_bytes": size, "size_ratio": None,
             "latency_ms": {"1": {"p50": 1.0, "p90": 1.2}, "2": {"p50": 0.6, "p90": 0.8}},
+            "test_images": 40 if mode == "int16x8" else 300,  # as with --int16x8-test-samples 40
         })
-    run.write_json("results.json", {"rows": rows, "modes": ["fp32", "int8"], "failures": []})
+    run.write_json("results.json", {"rows": rows, "modes": ["fp32", "int8"], "failures": [], "test_samples": 300})
     run.mark_complete()
     return path
 
@@ -216,6 +217,7 @@ def test_collect_experiment_joins_bench_seeds_and_ratios(tmp_path):
     assert int8.latency[("cpu", 1, "bench")]["p50"].n == 2
     assert ("cpu", 1, "stage") not in int8.latency  # bench replaces the stage's own timing
     assert int8.peak_rss_mb["cpu"].mean == pytest.approx(50.5)
+    assert "test images" not in int8.note and "first 40 of 300 test images" in by["int16x8_kl"].note
     assert by["QAT int8"].top1.mean == pytest.approx(0.895)
     assert by["mixed"].family == "mixed" and "fp16 x1" in by["mixed"].note
     assert c.sensitivity and c.qat_curves and c.environment["cpu_model"] == "Test CPU 3000"
@@ -259,7 +261,7 @@ def test_full_report_from_an_experiment(tmp_path):
                  "peak RSS cpu (MB)", "91.00 ± 1.00", "50.5 ± 0.5", "Test CPU 3000", "2.21.0", "ai_edge_litert 2.3.0",
                  "avx2, fma; no int8 dot-product instruction",
                  "python -m pipelines.experiment --config x.yaml", "python -m edge.bench x.tflite",
-                 "Pareto-optimal by size"):
+                 "Pareto-optimal by size", "first 40 of 300 test images"):
         assert text in md, text
     for png in names:
         assert f"]({png})" in md

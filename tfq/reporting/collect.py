@@ -309,6 +309,15 @@ def _variant_rows(data: Any) -> list[Mapping[str, Any]]:
     return []
 
 
+def _subset_note(entry: Mapping[str, Any], data: Any) -> str:
+    """"first N of M test images" for a row evaluated on fewer test images than the others."""
+    n = entry.get("test_images")
+    total = data.get("test_samples") if isinstance(data, Mapping) else None
+    if isinstance(n, int) and isinstance(total, int) and n < total:
+        return f"first {n} of {total} test images"
+    return ""
+
+
 def read_ptq(runs: Sequence[Path], out: Collection) -> None:
     """One row per PTQ artifact (mode x calibration method)."""
     for run in runs:
@@ -334,6 +343,7 @@ def read_ptq(runs: Sequence[Path], out: Collection) -> None:
             _fill_metrics(row, e)
             if row.size_bytes is None and row.file:
                 row.size_bytes = float(os.path.getsize(row.file))
+            row.note = _subset_note(e, data)
             out.rows.append(row)
 
 
