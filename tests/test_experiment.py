@@ -213,6 +213,31 @@ def test_reuse_recompute_downstream_and_move_aside(tmp_path):
     assert not (path / "ptq" / "extra.tflite").exists()
 
 
+def test_changed_qat_check_threshold_rechecks_in_place_without_recomputing(tmp_path):
+    fake = FakeStages()
+    path = tmp_path / "exp"
+    stages = ["train", "ptq", "qat", "bench"]
+    Experiment(_cfg(stages=stages, qat={"epochs": 1}), path, fake.adapters()).run()
+    fake.calls.clear()
+    # Only a check threshold changed: QAT runs again in its own directory as a resume (the QAT
+    # CLI then converts and checks without training); train and ptq are reused. Bench follows
+    # because QAT's output changed (its config.json records the threshold; here results.json).
+    outcomes = Experiment(_cfg(stages=stages, qat={"epochs": 1, "min_agreement": 0.95}), path,
+                          fake.adapters()).run()
+    assert fake.calls == [("qat", True), ("bench", False)]
+    assert [o.action for o in outcomes] == ["reused", "reused", "resumed", "computed"]
+    assert not list(path.glob("qat.old-*"))
+    rec = json.loads((path / "stages.json").read_text())["units"]["qat"]
+    assert rec["check"]["min_agreement"] == 0.95 and rec["status"] == "complete"
+    # The same thresholds again: reused.
+    fake.calls.clear()
+    Experiment(_cfg(stages=stages, qat={"epochs": 1, "min_agreement": 0.95}), path, fake.adapters()).run()
+    assert fake.calls == []
+    # A training setting changed: recomputed (old directory moved aside), and bench after it.
+    Experiment(_cfg(stages=stages, qat={"epochs": 2, "min_agreement": 0.95}), path, fake.adapters()).run()
+    assert [c for c, _ in fake.calls] == ["qat", "bench"] and len(list(path.glob("qat.old-*"))) == 1
+
+
 def test_dropped_stage_is_reused_when_it_comes_back(tmp_path):
     fake = FakeStages()
     path = tmp_path / "exp"

@@ -98,6 +98,25 @@ def test_same_command_resumes_an_interrupted_run(qat_run, tiny_baseline):
     assert main(_args(tiny_baseline, tmp)) == 2
 
 
+def test_changed_check_thresholds_check_a_finished_run_again_without_training(qat_run, tiny_baseline):
+    """What the experiment does when only QAT's check fields change: mark the run unfinished, rerun."""
+    tmp, run = qat_run
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(manifest))
+    assert main(_args(tiny_baseline, tmp, "--set", "agreement_samples=64")) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # no epoch trained again
+    assert json.loads((run / "results.json").read_text())["agreement"]["samples"] == 64
+    assert json.loads((run / "config.json").read_text())["agreement_samples"] == 64
+    # A training setting that differs is not a resume: the finished-looking directory is refused.
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(manifest))
+    assert main(_args(tiny_baseline, tmp, "--set", "agreement_samples=64", "--lr", "0.5")) == 2
+    manifest["status"] = "complete"
+    (run / "run.json").write_text(json.dumps(manifest))
+
+
 def test_flags_override_the_config_file(tmp_path):
     from pipelines.qat import resolve_config
     from tfq.qat.config import Granularity

@@ -33,6 +33,11 @@ and ``tensorboard/``). So:
 * a unit that was interrupted (record ``running``/``interrupted``/``failed``
   with the same hash) is **resumed**: training continues from its own backup,
   every other stage restarts in the same directory;
+* a stage config's check-only fields (QAT's ``min_agreement``,
+  ``max_logit_steps``, ``agreement_samples``: what
+  ``QATConfig.training_identity()`` leaves out) are not part of the hash:
+  changing only them **re-checks** the unit in place (a finished or failed
+  QAT run converts and checks again without training again);
 * ``--rerun STAGE`` forces a recomputation of that stage's units.
 
 Validation
@@ -775,20 +780,24 @@ class Experiment:
         for unit in self.config.units():
             inputs, digests = self._inputs(unit, records)
             cfg = self.config.stage_config(unit.stage, unit.replica)
-            h = unit_hash(unit, cfg.to_dict(), digests)
+            payload = cfg.to_dict()
+            identity = cfg.training_identity() if hasattr(cfg, "training_identity") else payload
+            check = {k: v for k, v in payload.items() if k not in identity}
+            h = unit_hash(unit, identity, digests)
             rec = records.get(unit.name, {})
             out = self.path / unit.name
             forced = unit.stage in self.rerun
             finished = rec.get("status") in ("complete", "reused") or (
                 rec.get("status") == "dropped" and rec.get("dropped_from") in ("complete", "reused")
             )
-            if (
+            cached = (
                 not forced
                 and rec.get("hash") == h
                 and finished
                 and out.is_dir()
                 and dir_digest(out) == rec.get("digest")
-            ):
+            )
+            if cached and rec.get("check", {}) == check:
                 rec["status"] = "reused"
                 rec.pop("dropped_from", None)
                 rec["reused_at"] = _now()
@@ -797,6 +806,11 @@ class Experiment:
                 log.info("%s: reused (hash %s)", unit.name, h[:12])
                 outcomes.append(UnitOutcome(unit, "reused"))
                 continue
+            if cached and (out / MANIFEST).is_file():
+                # Same work, other check thresholds: the stage checks its finished run again in place.
+                log.info("%s: only its check thresholds changed; checking again without recomputing", unit.name)
+                RunDir(out).update_manifest(status="interrupted")
+                rec["status"] = "interrupted"
             resume = (
                 not forced
                 and rec.get("hash") == h
@@ -811,6 +825,7 @@ class Experiment:
                 "stage": unit.stage.value,
                 "replica": unit.replica,
                 "hash": h,
+                "check": check,
                 "inputs": digests,
                 "dir": unit.name,
                 "status": "running",
