@@ -180,3 +180,20 @@ def test_training_subprocess_interrupted_mid_epoch_resumes(tmp_path, subprocess_
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "complete" and "resumed" in manifest
     assert "resuming the unfinished run" in done.stderr
+
+
+def test_train_throughput_benchmark_measures_both_determinism_settings(tmp_path, capsys):
+    from benchmarks.train_throughput import main, parse_args
+
+    out = tmp_path / "tp"
+    argv = ["--models", "smallcnn", "--batches", "1", "--warmup-batches", "0", "--batch-size", "4",
+            "--out", str(out)]
+    assert main(parse_args(argv)) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["model"], r["deterministic"]) for r in report["rows"]] == [("smallcnn", True), ("smallcnn", False)]
+    assert all(r["images"] == 4 and r["images_per_s"] > 0 for r in report["rows"])
+    md = out.with_suffix(".md").read_text()
+    assert "speed-up" in md and any(line.strip("| ").startswith("smallcnn") for line in md.splitlines())
+    before = out.with_suffix(".json").read_bytes()
+    assert main(parse_args(argv)) == 2 and "--overwrite" in capsys.readouterr().err
+    assert out.with_suffix(".json").read_bytes() == before
