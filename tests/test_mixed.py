@@ -225,6 +225,28 @@ def test_verification_catches_a_mismatch(tiny):
                          int8.assignment)
 
 
+def test_ops_without_weights_are_read_back_and_must_not_mix_types(tiny):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from tfq.tflite_model import read_model, write_model
+
+    _, _, builder, _, _ = tiny
+    int8 = builder.build(PrecisionPlan.preset("all_int8"))
+    glue = [r for r in int8.layers if r.get("glue")]
+    assert glue and {r["op"] for r in glue} >= {"MEAN"}
+    assert all(r["activation_dtype"] == "INT8" and r["precision"] is None for r in glue)
+    fl = builder.build(PrecisionPlan.preset("int8_weights_fp16_activations"))
+    assert {r["activation_dtype"] for r in fl.layers if r.get("glue")} == {"FLOAT32"}
+    # A model whose MEAN reads int8 and writes float without a DEQUANTIZE is rejected.
+    model = read_model(int8.model)
+    sub = model.subgraphs[0]
+    mean = next(op for op in sub.operators if model.operatorCodes[op.opcodeIndex].builtinCode
+                == schema.BuiltinOperator.MEAN)
+    sub.tensors[mean.outputs[0]].type = schema.TensorType.FLOAT32
+    with pytest.raises(PrecisionMismatchError, match=r"\(MEAN, output .* mixes FLOAT32 and INT8 without"):
+        verify_precision(write_model(model), builder.layers, int8.assignment)
+
+
 def test_float_classifier_gives_float_output(tiny):
     _, _, builder, _, _ = tiny
     from tfq.litert import make_interpreter
@@ -358,7 +380,8 @@ def test_cli_builds_one_plan_in_a_subprocess(tiny_baseline, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["mode"] == "plan" and results["met"]
-    precisions = {r["layer"]: r["precision"] for r in results["verification"]}
+    precisions = {r["layer"]: r["precision"] for r in results["verification"] if not r.get("glue")}
+    assert any(r.get("glue") for r in results["verification"])  # ops without weights are read back too
     first, *_, last = precisions
     assert precisions[first] == precisions[last] == "fp16"
     assert (out / "first_last_fp16.tflite").is_file()

@@ -875,6 +875,11 @@ class MixedBuilder:
 
 # --------------------------------------------------------------------------- verification
 
+#: Ops that only convert between float and integer tensors (around float islands, at the I/O).
+CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+#: Tensor types an op computes in (shape and index tensors, INT32/INT64, are left out).
+COMPUTE_DTYPES = frozenset({"FLOAT32", "FLOAT16", "INT8", "UINT8", "INT16"})
+
 
 def _weight_storage(summary: ModelSummary, op: Any) -> tuple[str, bool, str]:
     """(storage dtype, dequantized?, tensor name) of the weight input of ``op``."""
@@ -898,7 +903,9 @@ def verify_precision(
     For each layer the op is found by its output tensor name; its activation
     input type and its weight storage type (through a ``DEQUANTIZE`` when the
     weights are expanded) must equal :data:`PRECISIONS` of the effective
-    precision. Every weighted op of the model must belong to a layer.
+    precision. Every weighted op of the model must belong to a layer. Every
+    op without weights (ADD, MEAN, ...) is read back too and must compute in
+    a single type: only ``QUANTIZE``/``DEQUANTIZE`` may change it.
 
     Args:
       model: The built ``.tflite`` bytes.
@@ -907,7 +914,8 @@ def verify_precision(
 
     Returns:
       One record per layer: name, op type, precision, weight and activation
-      dtypes, weight count.
+      dtypes, weight count; then one per op without weights (``glue: True``,
+      ``precision: None``, its output tensor's name as ``layer``).
 
     Raises:
       PrecisionMismatchError: Listing every mismatching or missing layer.
@@ -951,6 +959,20 @@ def verify_precision(
     strays = [op for op in summary.ops if op.subgraph == 0 and op.name in LITERT_SUPPORT and op.index not in matched]
     for op in strays:
         problems.append(f"op {op.index} ({op.name}) belongs to no planned layer")
+    # Ops without weights (ADD, MEAN, ...): the plan does not assign them; they follow their
+    # neighbours (int8 between int8 layers, float around float islands). Each is read back and
+    # must compute in one type: only QUANTIZE/DEQUANTIZE may change it.
+    for op in summary.ops:
+        if op.subgraph != 0 or op.name in LITERT_SUPPORT or op.name in CONVERSION_OPS:
+            continue
+        tensors = [summary.tensor(i) for i in (*op.inputs, *op.outputs) if i >= 0]
+        dtypes = sorted({t.dtype for t in tensors if not t.is_constant and t.dtype in COMPUTE_DTYPES})
+        out_name = summary.tensor(op.outputs[0]).name if op.outputs else f"op{op.index}"
+        records.append({"layer": out_name, "op": op.name, "precision": None, "glue": True,
+                        "weight_dtype": None, "activation_dtype": "/".join(dtypes) or None, "weights": 0})
+        if len(dtypes) > 1:
+            problems.append(f"op {op.index} ({op.name}, output {out_name!r}) mixes {' and '.join(dtypes)} "
+                            "without a QUANTIZE/DEQUANTIZE")
     if problems:
         raise PrecisionMismatchError("precision verification failed:\n  " + "\n  ".join(problems))
     return records
