@@ -290,6 +290,31 @@ def test_dynamic_per_tensor(data):
         assert len(w.quantization.scales) == n
 
 
+def test_dynamic_per_tensor_depthwise_runs_correctly():
+    """LiteRT's hybrid DEPTHWISE_CONV_2D reads one weight scale per channel; per-tensor must still be right."""
+    import tf_keras as keras
+
+    rng = np.random.default_rng(0)
+    inp = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(128, 1, name="expand")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)  # 1,152 weights: quantized
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(8, name="fc")(x))
+    dw = m.get_layer("dw")
+    k, b = dw.get_weights()
+    dw.set_weights([k * rng.uniform(0.2, 3.0, (1, 1, 128, 1)), b])  # channels of different ranges
+    x_test = rng.normal(size=(32, 6, 6, 4)).astype(np.float32)
+    ref = m.predict(x_test, verbose=0)
+    res = quantize(m, PTQConfig(mode=Mode.DYNAMIC, granularity=Granularity.PER_TENSOR))
+    s = summarize(res.model_bytes)
+    op = next(o for o in s.ops if o.name == "DEPTHWISE_CONV_2D")
+    w = s.tensor(op.inputs[1])
+    assert w.dtype == "INT8" and len(w.quantization.scales) == 128
+    assert len(set(w.quantization.scales)) == 1  # still one step size: per-tensor in value
+    out = TFLiteModel.from_bytes(res.model_bytes).predict(x_test)
+    assert sqnr_db(ref, out) > 25, sqnr_db(ref, out)
+
+
 # --------------------------------------------------------------------------- float ops and bad input
 
 
