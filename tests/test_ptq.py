@@ -13,6 +13,7 @@ from tfq.metrics import sqnr_db
 from tfq.ptq import (
     MODES,
     PRESETS,
+    ConversionError,
     FloatFallbackError,
     Granularity,
     IOType,
@@ -386,3 +387,17 @@ def test_preset_files_match_presets(repo_root):
         if path.stem in PRESETS:
             assert cfg == PRESETS[path.stem], path.name
     assert {p.stem for p in files} >= {"int8_per_channel", "int8_per_tensor", "edgetpu_int8", "int16x8"}
+
+
+def test_int16x8_per_tensor_depthwise_names_the_way_out():
+    import tf_keras as keras
+
+    inp = keras.Input((6, 6, 4))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(3, name="fc")(x))
+    calib = np.random.default_rng(0).normal(size=(8, 6, 6, 4)).astype(np.float32)
+    with pytest.raises(ConversionError, match="DEPTHWISE_CONV_2D weights per channel.*--granularity per_channel"):
+        quantize(m, PTQConfig(mode=Mode.INT16X8, granularity=Granularity.PER_TENSOR), calib)
+    res = quantize(m, PTQConfig(mode=Mode.INT16X8, granularity=Granularity.PER_CHANNEL), calib)
+    assert summarize(res.model_bytes).float_ops() == []

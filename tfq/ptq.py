@@ -695,6 +695,13 @@ def _quantize_int16x8(patched: bytes, config: PTQConfig) -> bytes:
             )
     except Exception as e:  # noqa: BLE001
         message = str(e)
+        if "Quantized dimension for tensor property" in message and config.granularity is Granularity.PER_TENSOR:
+            # The legacy quantizer requires per-channel weights for DEPTHWISE_CONV_2D in 16x8.
+            raise ConversionError(
+                "INT16x8 with per-tensor weights failed: the TFLite quantizer only quantizes "
+                "DEPTHWISE_CONV_2D weights per channel in 16x8 mode (it reports: "
+                f"{message.strip()}); use granularity per_channel (--granularity per_channel)"
+            ) from e
         if "not yet supported" in message or "Quantization" in message:
             raise FloatFallbackError(
                 f"INT16x8 quantization failed: {message.strip()}; pass --allow-float-fallback "
