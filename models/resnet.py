@@ -1,4 +1,4 @@
-"""ResNet-18/34/50 from one spec table and one builder.
+"""ResNet-18/34/50 (ImageNet family) and ResNet-20/32/56 (CIFAR family) from spec tables.
 
 Layout (``"same"`` padding everywhere):
 
@@ -16,6 +16,16 @@ ResNet-18 CIFAR 32x32x3/10 classes: 11,183,562 total, 11,173,962 trainable;
 ResNet-50 ImageNet 224x224x3/1000 classes: 25,610,152 total, 25,557,032
 trainable. ``tf_keras.applications.ResNet50`` reports 25,636,712 because its
 convolutions carry biases in front of BatchNorm; these do not.
+
+The CIFAR ResNets of He et al. 2016 (section 4.2), ``resnet20``, ``resnet32``
+and ``resnet56``, are 6n+2 layers deep: a 3x3 stem of 16 channels, three
+stages of n basic blocks with 16, 32 and 64 channels (stride 2 at the first
+block of stages 2 and 3), global pooling and the logits. Where the shape
+changes, the shortcut is a 1x1 convolution + BN (the paper's option B; its
+option A pads with zeros, which TFLite would run as a PAD + strided slice).
+ResNet-20 CIFAR 32x32x3/10 classes: 272,474 trainable parameters (paper:
+0.27 M). Same layer names as the ImageNet family (``stem_conv``,
+``stage2_block1_conv1``, ..., ``logits``).
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from models.registry import BuildOptions, Stem, register
 if TYPE_CHECKING:
     import tf_keras as keras
 
-__all__ = ["RESNET_SPECS", "STAGE_WIDTHS", "build_resnet"]
+__all__ = ["CIFAR_RESNET_SPECS", "RESNET_SPECS", "STAGE_WIDTHS", "build_cifar_resnet", "build_resnet"]
 
 # depth -> (block type, blocks per stage)
 RESNET_SPECS: dict[int, tuple[str, tuple[int, ...]]] = {
@@ -39,6 +49,11 @@ RESNET_SPECS: dict[int, tuple[str, tuple[int, ...]]] = {
 }
 STAGE_WIDTHS = (64, 128, 256, 512)
 STEM_WIDTH = 64
+
+# depth -> basic blocks per stage (depth = 6n + 2)
+CIFAR_RESNET_SPECS: dict[int, int] = {20: 3, 32: 5, 56: 9}
+CIFAR_STAGE_WIDTHS = (16, 32, 64)
+CIFAR_STEM_WIDTH = 16
 
 _BLOCK_FNS = {
     "basic": blocks.apply_basic_block,
@@ -57,21 +72,49 @@ def build_resnet(depth: int, name: str, options: BuildOptions) -> keras.Model:
     Returns:
         A functional ``tf_keras.Model`` that outputs logits.
     """
+    block_type, blocks_per_stage = RESNET_SPECS[depth]
+    return _build(name, options, _BLOCK_FNS[block_type], STEM_WIDTH, STAGE_WIDTHS, blocks_per_stage)
+
+
+def build_cifar_resnet(depth: int, name: str, options: BuildOptions) -> keras.Model:
+    """Builds the CIFAR ResNet of the given depth from :data:`CIFAR_RESNET_SPECS`.
+
+    Args:
+        depth: A key of :data:`CIFAR_RESNET_SPECS` (20, 32 or 56).
+        name: The model name.
+        options: Validated build options.
+
+    Returns:
+        A functional ``tf_keras.Model`` that outputs logits.
+    """
+    n = CIFAR_RESNET_SPECS[depth]
+    return _build(
+        name, options, blocks.apply_basic_block, CIFAR_STEM_WIDTH, CIFAR_STAGE_WIDTHS, (n,) * len(CIFAR_STAGE_WIDTHS)
+    )
+
+
+def _build(
+    name: str,
+    options: BuildOptions,
+    apply_block,
+    stem_width: int,
+    stage_widths: tuple[int, ...],
+    blocks_per_stage: tuple[int, ...],
+) -> keras.Model:
+    """Stem, stages of ``apply_block`` (stride 2 at the first block of every stage but the first), head."""
     import tf_keras as keras
 
-    block_type, blocks_per_stage = RESNET_SPECS[depth]
-    apply_block = _BLOCK_FNS[block_type]
     width, seed = options.width_multiplier, options.seed
 
     inputs = keras.Input(shape=options.input_shape, name="input")
     kernel_size, stride = (3, 1) if options.stem is Stem.CIFAR else (7, 2)
     x = blocks.apply_conv_bn(
-        inputs, blocks.scale_width(STEM_WIDTH, width), kernel_size, stride, "stem", seed=seed
+        inputs, blocks.scale_width(stem_width, width), kernel_size, stride, "stem", seed=seed
     )
     if options.stem is Stem.IMAGENET:
         x = keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
 
-    for stage, (base_filters, num_blocks) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage), 1):
+    for stage, (base_filters, num_blocks) in enumerate(zip(stage_widths, blocks_per_stage), 1):
         filters = blocks.scale_width(base_filters, width)
         for block in range(1, num_blocks + 1):
             stride = 2 if stage > 1 and block == 1 else 1
@@ -83,3 +126,5 @@ def build_resnet(depth: int, name: str, options: BuildOptions) -> keras.Model:
 
 for _depth in RESNET_SPECS:
     register(f"resnet{_depth}", functools.partial(build_resnet, _depth))
+for _depth in CIFAR_RESNET_SPECS:
+    register(f"resnet{_depth}", functools.partial(build_cifar_resnet, _depth))

@@ -7,9 +7,10 @@ Examples::
     python -m pipelines.train --model resnet18 --dataset cifar10 --data-dir ~/tfds
     python -m pipelines.train --config configs/train/resnet18_cifar10.yaml --set optimizer.lr=0.05
     python -m pipelines.train --model my_model.keras --dataset npz:data.npz
+    python -m pipelines.train --preset resnet20_cifar10 --dataset npz:cifar10.npz   # He et al.'s ResNet-20
 
 Configuration is resolved in this order: the defaults for the model and
-dataset, then ``--config FILE``, then the flags given, then ``--set KEY=VALUE``.
+dataset (or ``--preset NAME``), then ``--config FILE``, then the flags given, then ``--set KEY=VALUE``.
 
 Resume: an interrupted run is continued by running the same command again.
 Without ``--out``, the newest unfinished run of the same model and dataset
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m pipelines.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     g = p.add_argument_group("model and data")
+    g.add_argument("--preset", help="a named recipe (resnet20_cifar10); the flags below apply on top of it")
     g.add_argument("--model", help="registered model name or path to a .keras file / SavedModel (default: smallcnn)")
     g.add_argument("--dataset", help="cifar10, cifar100, digits, imagefolder:PATH or npz:PATH (default: digits)")
     g.add_argument("--data-dir", help="TFDS data directory holding a prepared offline copy")
@@ -57,10 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace):
     """Defaults -> --config file -> flags -> --set overrides."""
-    from tfq.configs import load_mapping, parse_set_args
-    from tfq.train import TrainConfig, default_train_config
+    from tfq.configs import deep_merge, load_mapping, parse_set_args
+    from tfq.train import TrainConfig, default_train_config, get_preset
 
-    if args.config:
+    if args.preset:
+        cfg = get_preset(args.preset)
+        if args.config:
+            cfg = TrainConfig.from_dict(deep_merge(cfg.to_dict(), load_mapping(args.config)))
+    elif args.config:
         cfg = TrainConfig.from_dict(load_mapping(args.config))
     else:
         cfg = default_train_config(args.model or "smallcnn", args.dataset or "digits")

@@ -198,6 +198,17 @@ class ConfigBase:
         return cls.from_dict(load_mapping(path))
 
 
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top; nested mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def parse_scalar(text: str) -> Any:
     """Parses one command-line value the way YAML would (numbers, bools, lists)."""
     import yaml
