@@ -22,7 +22,7 @@ from models import blocks
 from models.registry import BuildOptions, Stem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ALL_MODELS = ["mobilenetv2", "resnet18", "resnet34", "resnet50", "smallcnn"]
+ALL_MODELS = ["mobilenetv2", "resnet18", "resnet20", "resnet32", "resnet34", "resnet50", "resnet56", "smallcnn"]
 IMAGENET_224 = {"input_shape": (224, 224, 3), "num_classes": 1000, "stem": "imagenet"}
 
 
@@ -135,6 +135,11 @@ def test_scale_width(channels, multiplier, expected):
     [
         ("resnet18", {}, 11_183_562, 11_173_962),
         ("resnet34", {}, 21_299_146, 21_282_122),
+        # He et al. 2016's CIFAR ResNets (~0.27 M / 0.46 M / 0.85 M with option-A
+        # shortcuts); ours use option-B 1x1 projections at the two downsampling blocks.
+        ("resnet20", {}, 274_042, 272_474),
+        ("resnet32", {}, 469_370, 466_906),
+        ("resnet56", {}, 860_026, 855_770),
         ("resnet50", IMAGENET_224, 25_610_152, 25_557_032),
         ("smallcnn", {}, 289_642, 288_746),
         ("smallcnn", {"input_shape": (8, 8, 1)}, 289_066, 288_170),
@@ -146,6 +151,19 @@ def test_parameter_counts(name, kwargs, total, trainable):
     model = build(name, **kwargs)
     assert model.count_params() == total
     assert trainable_count(model) == trainable
+
+
+@pytest.mark.parametrize(("name", "n"), [("resnet20", 3), ("resnet32", 5), ("resnet56", 9)])
+def test_cifar_resnets_have_6n_plus_2_layers_and_16_32_64_filters(name, n):
+    model = build(name)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    three_by_three = [c for c in convs if c.kernel_size == (3, 3)]
+    projections = [c for c in convs if c.kernel_size == (1, 1)]
+    # 6n + 1 weighted 3x3 convolutions plus the classifier: 6n + 2 layers.
+    assert len(three_by_three) == 6 * n + 1
+    assert [c.filters for c in projections] == [32, 64]
+    assert sorted({c.filters for c in convs}) == [16, 32, 64]
+    assert model.output_shape == (None, 10)
 
 
 def test_resnet50_matches_keras_applications_count_plus_conv_biases():
