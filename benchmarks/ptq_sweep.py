@@ -91,7 +91,7 @@ def aeq_static_int8(fp32_model: bytes, samples) -> bytes:
     """ai-edge-quantizer's ``static_wi8_ai8`` recipe, calibrated on ``samples`` one at a time."""
     from ai_edge_quantizer import quantizer, recipe
 
-    from tfq.litert import make_interpreter
+    from edge.litert import make_interpreter
 
     sigs = make_interpreter(fp32_model).get_signature_list()
     if len(sigs) != 1:
@@ -113,7 +113,7 @@ def _environment() -> dict[str, Any]:
 
     import tensorflow as tf
 
-    from tfq.hostinfo import cpu_features, cpu_model, int8_dot_product
+    from edge.hostinfo import cpu_features, cpu_model, int8_dot_product
 
     features = cpu_features()
 
@@ -140,7 +140,7 @@ def _row(name: str, role: str, cfg_fields: dict[str, Any], metrics: dict[str, An
 
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the sweep; returns the JSON-ready report."""
-    from tfq import metrics as M
+    from edge import metrics as M
     from tfq.baseline import load_baseline, resolve_baseline
     from tfq.calibration import CalibrationConfig, representative_samples
     from tfq.evaluate import default_threads, evaluate_tflite

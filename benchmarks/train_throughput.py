@@ -139,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from importlib import metadata
 
-    from tfq.hostinfo import cpu_features, cpu_model
+    from edge.hostinfo import cpu_features, cpu_model
 
     out = Path(os.path.expanduser(args.out)) if args.out else None
     if out is not None and not args.overwrite:

@@ -8,5 +8,5 @@ TensorFlow. Entry points::
     python -m edge.edgetpu check|compile MODEL.tflite
     python -m edge.deploy MODEL.tflite --target android|coral
 
-Interpreters come from the one factory, :func:`tfq.litert.make_interpreter`.
+Interpreters come from the one factory, :func:`edge.litert.make_interpreter`.
 """

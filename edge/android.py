@@ -272,7 +272,7 @@ def benchmark_android(args: argparse.Namespace) -> tuple[list[dict[str, Any]], d
         EdgeError: Before anything was measured (no adb, no device, unauthorized,
             missing binary).
     """
-    from tfq.tflite_model import InvalidModelError, validate
+    from edge.tflite_model import InvalidModelError, validate
 
     if not args.benchmark_binary:
         raise EdgeError("--target android needs --benchmark-binary PATH: TFLite's benchmark_model built for "

@@ -217,7 +217,7 @@ def _delegate_for(spec: BenchSpec) -> tuple[str | None, str, dict[str, str]]:
 
 def _build_interpreter(spec: BenchSpec, result: dict[str, Any]) -> Any:
     """Creates the interpreter for the target, applying the fallback policy."""
-    from tfq.litert import DelegateError, make_interpreter
+    from edge.litert import DelegateError, make_interpreter
 
     lib, name, options = _delegate_for(spec)
     result["delegate"] = name
@@ -249,7 +249,7 @@ def _check_coverage(spec: BenchSpec, result: dict[str, Any], coverage: dict[str,
         return
     cpu_ops = coverage["cpu_ops"]
     if spec.target == "edgetpu":
-        from tfq.tflite_model import summarize
+        from edge.tflite_model import summarize
 
         counts = summarize(spec.model).op_counts()
         if EDGETPU_CUSTOM_OP not in counts:
@@ -302,8 +302,8 @@ def run_spec(spec: BenchSpec) -> dict[str, Any]:
     This is what the worker process runs. Raises EdgeError (or the runtime's
     errors) on failure; :func:`worker_main` turns them into an error result.
     """
-    from tfq.litert import TFLiteModel, delegate_coverage, interpreter_backend
-    from tfq.metrics import latency_stats, top_k_accuracy
+    from edge.litert import TFLiteModel, delegate_coverage, interpreter_backend
+    from edge.metrics import latency_stats, top_k_accuracy
 
     result: dict[str, Any] = base_result(spec)
     result["interpreter"] = interpreter_backend()
@@ -315,7 +315,7 @@ def run_spec(spec: BenchSpec) -> dict[str, Any]:
         pre = Preprocessing.from_dict(spec.preprocessing) if spec.preprocessing else None
         eval_data = load_eval(spec.eval_path, pre, spec.eval_limit)
 
-    from tfq.tflite_model import validate
+    from edge.tflite_model import validate
 
     validate(spec.model)  # before the clock: init_ms times loading, delegation and allocation only
     t0 = time.perf_counter_ns()
@@ -389,7 +389,7 @@ def worker_main(spec_path: str, result_path: str) -> int:
         result = run_spec(spec)
         code = 0
     except Exception as e:  # noqa: BLE001 - reported to the parent as the model's error
-        from tfq.tflite_model import InvalidModelError
+        from edge.tflite_model import InvalidModelError
 
         expected = isinstance(e, (EdgeError, InvalidModelError, ValueError, RuntimeError, OSError))
         if not expected:
@@ -459,7 +459,7 @@ def _preflight(spec: BenchSpec) -> str | None:
     Returns:
         An error message, or None when the model can be measured.
     """
-    from tfq.tflite_model import InvalidModelError, summarize
+    from edge.tflite_model import InvalidModelError, summarize
 
     try:
         summary = summarize(spec.model)
@@ -476,7 +476,7 @@ def _preflight(spec: BenchSpec) -> str | None:
 
 
 def _agreement(results: list[dict[str, Any]], logits: dict[str, np.ndarray], reference: str) -> None:
-    from tfq.metrics import agreement
+    from edge.metrics import agreement
 
     ref = logits.get(reference)
     for r in results:
@@ -518,7 +518,7 @@ def results_table(results: list[dict[str, Any]]) -> str:
 
 def host_info() -> dict[str, Any]:
     """Where the benchmark ran (no user or host names)."""
-    from tfq.hostinfo import cpu_features, cpu_model, int8_dot_product
+    from edge.hostinfo import cpu_features, cpu_model, int8_dot_product
 
     features = cpu_features()
     return {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
@@ -685,7 +685,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     table = results_table(results)
     print(table, end="")
-    from tfq.litert import interpreter_backend
+    from edge.litert import interpreter_backend
 
     report = {
         "tool": "edge.bench",

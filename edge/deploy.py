@@ -72,7 +72,7 @@ def deploy_coral(args: argparse.Namespace) -> dict[str, Any]:
     """Compiles for the Edge TPU when needed, copies into ``--dest`` and verifies."""
     from edge.adb import local_checksum
     from edge.edgetpu import CUSTOM_OP, compile_model
-    from tfq.tflite_model import summarize
+    from edge.tflite_model import summarize
 
     if not args.dest:
         raise EdgeError("--target coral needs --dest DIR (where the Edge TPU host or mounted board reads models)")
@@ -129,7 +129,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     """Deploys; 0 when every copy verified, 1 on failure (message on stderr)."""
-    from tfq.tflite_model import InvalidModelError, validate
+    from edge.tflite_model import InvalidModelError, validate
 
     setup_logging(args.verbose)
     try:

@@ -181,7 +181,7 @@ def _is_io_conversion(summary: Any, op: Any) -> bool:
 
 
 def check_summary(summary: Any, model: str = "") -> CheckReport:
-    """Checks a :class:`tfq.tflite_model.ModelSummary` against the Edge TPU requirements.
+    """Checks a :class:`edge.tflite_model.ModelSummary` against the Edge TPU requirements.
 
     Only the main subgraph (0) is considered; more subgraphs (control flow) are a
     blocker by themselves.
@@ -247,9 +247,9 @@ def check_model(path: str | os.PathLike) -> CheckReport:
     """Reads a ``.tflite`` file and checks it (see :func:`check_summary`).
 
     Raises:
-        tfq.tflite_model.InvalidModelError: For a missing or malformed file.
+        edge.tflite_model.InvalidModelError: For a missing or malformed file.
     """
-    from tfq.tflite_model import summarize
+    from edge.tflite_model import summarize
 
     return check_summary(summarize(path), model=os.fspath(path))
 
@@ -298,7 +298,7 @@ def pin_batch(data: bytes) -> tuple[bytes, bool]:
     Returns:
         ``(model bytes, changed)``.
     """
-    from tfq.tflite_model import read_model, write_model
+    from edge.tflite_model import read_model, write_model
 
     model = read_model(data)
     changed = False
@@ -445,7 +445,7 @@ def compile_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = 
     Raises:
         EdgeError: If the compiler is missing, fails, or the output exists.
     """
-    from tfq.tflite_model import load_bytes, validate
+    from edge.tflite_model import load_bytes, validate
 
     src = os.fspath(model)
     validate(src)
@@ -537,7 +537,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     """Runs ``check`` (exit 1 when blockers are found) or ``compile`` (exit 1 on failure)."""
-    from tfq.tflite_model import InvalidModelError
+    from edge.tflite_model import InvalidModelError
 
     setup_logging(args.verbose)
     try:

@@ -165,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
 
     from tfq.baseline import resolve_baseline
     from tfq.evaluate import evaluate_tflite
-    from tfq.metrics import top_k_accuracy
+    from edge.metrics import top_k_accuracy
     from tfq.mixed import (
         MixedBuilder,
         PlanEvaluator,

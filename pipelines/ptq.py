@@ -303,7 +303,7 @@ def main(args: argparse.Namespace) -> int:
     if auto:
         x_val = ds.arrays("val")[0][: args.val_samples]
         ref_val = model.predict(x_val, batch_size=128, verbose=0)
-    from tfq import metrics as m
+    from edge import metrics as m
 
     keras_fp32 = {"top1": m.top_k_accuracy(ref_logits, y_test, 1), "top5": m.top_k_accuracy(ref_logits, y_test, 5)}
     log.info("Keras FP32 on %d test images: top-1 %.4f", len(y_test), keras_fp32["top1"])

@@ -31,7 +31,7 @@ from tfq.mixed import (
     tflite_logits,
     verify_precision,
 )
-from tfq.tflite_model import summarize
+from edge.tflite_model import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["stem_conv", "stage1_conv", "stage1_dw", "logits"]
@@ -184,7 +184,7 @@ def test_each_precision_is_built_runs_and_reads_back(tiny, precision):
     assert records["stage1_conv"]["precision"] == precision.value
     # LiteRT runs it, with XNNPACK and with the reference kernels, close to FP32.
     ref = tflite_logits(fp32, x)
-    from tfq.litert import TFLiteModel, make_interpreter
+    from edge.litert import TFLiteModel, make_interpreter
 
     for xnnpack in (True, False):
         out = TFLiteModel(make_interpreter(mixed.model, use_xnnpack=xnnpack)).predict(x)
@@ -228,7 +228,7 @@ def test_verification_catches_a_mismatch(tiny):
 def test_ops_without_weights_are_read_back_and_must_not_mix_types(tiny):
     from ai_edge_litert import schema_py_generated as schema
 
-    from tfq.tflite_model import read_model, write_model
+    from edge.tflite_model import read_model, write_model
 
     _, _, builder, _, _ = tiny
     int8 = builder.build(PrecisionPlan.preset("all_int8"))
@@ -249,7 +249,7 @@ def test_ops_without_weights_are_read_back_and_must_not_mix_types(tiny):
 
 def test_float_classifier_gives_float_output(tiny):
     _, _, builder, _, _ = tiny
-    from tfq.litert import make_interpreter
+    from edge.litert import make_interpreter
 
     fl = builder.build(PrecisionPlan.preset("first_last_fp16"))
     interp = make_interpreter(fl.model)

@@ -8,8 +8,8 @@ import pytest
 import tfq  # noqa: F401  (Keras 2 before TensorFlow)
 from tfq.calibration import CalibrationConfig, CalibrationDataError, CalibrationMethod, QuantGrid
 from tfq.configs import ConfigError
-from tfq.litert import TFLiteModel
-from tfq.metrics import sqnr_db
+from edge.litert import TFLiteModel
+from edge.metrics import sqnr_db
 from tfq.ptq import (
     MODES,
     PRESETS,
@@ -27,7 +27,7 @@ from tfq.ptq import (
     quantize_calibrated,
     verify_ranges,
 )
-from tfq.tflite_model import summarize
+from edge.tflite_model import summarize
 
 SHAPE = (8, 8, 1)
 

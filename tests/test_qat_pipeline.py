@@ -61,7 +61,7 @@ def test_cli_writes_the_run_directory(qat_run, tiny_baseline):
 
 
 def test_results_table_has_the_ptq_columns_and_the_tflite_is_int8(qat_run):
-    from tfq import tflite_model
+    from edge import tflite_model
 
     _, run = qat_run
     results = json.loads((run / "results.json").read_text())

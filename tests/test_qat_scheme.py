@@ -19,7 +19,7 @@ import tfq  # noqa: F401  (Keras 2 before TensorFlow)
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("tf_keras")
 
-from tfq import tflite_model  # noqa: E402
+from edge import tflite_model  # noqa: E402
 from tfq.configs import ConfigError  # noqa: E402
 from tfq.qat import QATConfig, WeightQuant, ActivationQuant  # noqa: E402
 from tfq.qat import convert as qconvert  # noqa: E402
@@ -330,7 +330,7 @@ def test_fresh_qat_model_has_weight_ranges_and_matches_ptq(fp32_model, calib_sta
     """Weight ranges follow the weights from the start, so QAT epoch 0 is the PTQ model."""
     from tfq.calibration import CalibrationConfig
     from tfq.evaluate import predict_tflite
-    from tfq.metrics import agreement, sqnr_db
+    from edge.metrics import agreement, sqnr_db
     from tfq.ptq import PTQConfig, quantize
 
     (_, _), (xt, _) = data

@@ -338,7 +338,7 @@ ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp 
 
 
 def test_cpu_features_name_the_int8_dot_product_instructions():
-    from tfq.hostinfo import cpu_features, int8_dot_product
+    from edge.hostinfo import cpu_features, int8_dot_product
 
     x86 = cpu_features(X86_CPUINFO)
     assert x86 == ["sse4_2", "avx", "avx2", "fma", "f16c"] and int8_dot_product(x86) is None

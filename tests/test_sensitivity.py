@@ -19,7 +19,7 @@ from tfq.sensitivity import (
     insert_activation_fake_quant,
     select_subset,
 )
-from tfq.tflite_model import summarize
+from edge.tflite_model import summarize
 
 from test_mixed import LAYERS, tiny_keras_model  # tests/ is on sys.path (rootdir conftest)
 

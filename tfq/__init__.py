@@ -4,9 +4,9 @@ Importing ``tfq`` is the one place that selects Keras 2 for TensorFlow:
 TensorFlow Model Optimization (TFMOT) only works with Keras 2 (``tf_keras``),
 and TensorFlow reads ``TF_USE_LEGACY_KERAS`` once, when it is first imported.
 Every entry point (``models``, ``pipelines``, the tests) imports ``tfq`` before
-TensorFlow. This module itself imports nothing heavy, so the TensorFlow-free
-parts of tfq (``tfq.litert``, ``tfq.tflite_model``, ``tfq.metrics``, ``tfq.hostinfo``) stay
-usable on a device that only has numpy and a LiteRT interpreter.
+TensorFlow. This module itself imports nothing heavy. The TensorFlow-free parts
+(``edge.litert``, ``edge.tflite_model``, ``edge.metrics``, ``edge.hostinfo``) live
+in the ``edge`` package, which tfq imports and which never imports tfq.
 """
 
 from __future__ import annotations

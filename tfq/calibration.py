@@ -840,7 +840,7 @@ def op_aliases(summary: Any) -> dict[int, tuple[str, ...]]:
     """Names of the constant inputs of the op producing each tensor of subgraph 0.
 
     Args:
-      summary: A :class:`tfq.tflite_model.ModelSummary`.
+      summary: A :class:`edge.tflite_model.ModelSummary`.
 
     Returns:
       ``{tensor index: (weight names...)}`` for op outputs.
@@ -865,7 +865,7 @@ def calibration_tensors(calibrated_model: bytes) -> dict[str, tuple[int, float, 
       ``{name: (index, recorded_min, recorded_max, aliases)}`` for non-constant
       float tensors of subgraph 0 (aliases: see :func:`op_aliases`).
     """
-    from tfq.tflite_model import summarize
+    from edge.tflite_model import summarize
 
     summary = summarize(calibrated_model)
     aliases = op_aliases(summary)
@@ -913,7 +913,7 @@ def collect_statistics(
     Returns:
       Histograms by TFLite tensor name, in tensor order.
     """
-    from tfq.litert import make_interpreter
+    from edge.litert import make_interpreter
 
     tensors = calibration_tensors(calibrated_model)
     if not tensors:

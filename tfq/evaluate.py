@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from tfq import metrics
-from tfq.litert import TFLiteModel, interpreter_backend, make_interpreter, quantize_input
+from edge import metrics
+from edge.litert import TFLiteModel, interpreter_backend, make_interpreter, quantize_input
 from tfq.report import Column, fmt_bytes, fmt_db, fmt_delta_pp, fmt_list, fmt_ms, fmt_pct, fmt_ratio
-from tfq.tflite_model import load_bytes, summarize
+from edge.tflite_model import load_bytes, summarize
 
 __all__ = [
     "default_threads",
@@ -75,7 +75,7 @@ def measure_latency(
       use_xnnpack: Apply the default XNNPACK delegate.
 
     Returns:
-      :func:`tfq.metrics.latency_stats` of the timed runs, in milliseconds.
+      :func:`edge.metrics.latency_stats` of the timed runs, in milliseconds.
     """
     interp = make_interpreter(model, num_threads=num_threads, use_xnnpack=use_xnnpack)
     detail = interp.get_input_details()[0]

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from tfq.configs import ConfigBase, ConfigError
-from tfq.tflite_model import ModelSummary, read_model, summarize, write_model
+from edge.tflite_model import ModelSummary, read_model, summarize, write_model
 
 log = logging.getLogger(__name__)
 
@@ -783,7 +783,7 @@ class MixedModel:
 
 def signature_input_name(model: bytes) -> tuple[str, str]:
     """``(signature_key, input_name)`` of a one-input model's first signature."""
-    from tfq.litert import make_interpreter
+    from edge.litert import make_interpreter
 
     interp = make_interpreter(model, allocate=False)
     sigs = interp.get_signature_list()
@@ -985,7 +985,7 @@ def tflite_logits(
     model: bytes, x: np.ndarray, *, num_threads: int | None = None, batch_size: int = 64
 ) -> np.ndarray:
     """Float outputs of a ``.tflite`` classifier on preprocessed float input."""
-    from tfq.litert import TFLiteModel
+    from edge.litert import TFLiteModel
 
     return TFLiteModel.from_bytes(model, num_threads=num_threads).predict(np.asarray(x, np.float32), batch_size)
 
@@ -1030,7 +1030,7 @@ class PlanEvaluator:
         warmup_runs: int = 5,
         batch_size: int = 64,
     ):
-        from tfq.metrics import top_k_accuracy
+        from edge.metrics import top_k_accuracy
 
         self.x = np.asarray(x, np.float32)
         self.y = np.asarray(y)
@@ -1054,7 +1054,7 @@ class PlanEvaluator:
 
     def __call__(self, model: bytes) -> dict[str, Any]:
         """top-1, drop and its standard error (points), agreement, SQNR, size and latency of ``model``."""
-        from tfq.metrics import agreement, sqnr_db, top_k_accuracy
+        from edge.metrics import agreement, sqnr_db, top_k_accuracy
 
         logits = self.logits(model)
         top1 = top_k_accuracy(logits, self.y)

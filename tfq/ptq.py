@@ -23,7 +23,7 @@ How tfq's ranges land in the ``.tflite``:
    tfq does not reuse the converter's recorded numbers: they are wrong for
    tensors an op overwrites in place (tensorflow/tensorflow#127842).
 3. :func:`write_ranges` rewrites every recorded min/max in the flatbuffer
-   (object API of :mod:`tfq.tflite_model`).
+   (object API of :mod:`edge.tflite_model`).
 4. The converter's quantizer runs on the rewritten model: the MLIR quantizer
    (``convert.mlir_quantize``, as ``TFLiteConverter`` does for INT8) or, for
    INT16x8, the same legacy quantizer the converter uses for 16-bit
@@ -350,7 +350,7 @@ def spread_hybrid_depthwise_scales(model: bytes) -> bytes:
     """
     from ai_edge_litert import schema_py_generated as schema
 
-    from tfq.tflite_model import read_model, write_model
+    from edge.tflite_model import read_model, write_model
 
     m = read_model(model)
     changed = 0
@@ -495,7 +495,7 @@ def write_ranges(calibrated_model: bytes, ranges: Mapping[str, TensorRange]) -> 
     Raises:
       ConversionError: A range names a tensor the model does not have.
     """
-    from tfq.tflite_model import read_model, write_model
+    from edge.tflite_model import read_model, write_model
 
     model = read_model(calibrated_model)
     tensors = model.subgraphs[0].tensors or []
@@ -577,7 +577,7 @@ def verify_ranges(model_bytes: bytes, ranges: Mapping[str, TensorRange], grid: Q
     Returns:
       A :class:`RangeCheck`; a scale matches within a relative 1e-5.
     """
-    from tfq.tflite_model import summarize
+    from edge.tflite_model import summarize
 
     summary = summarize(model_bytes)
     dtype = "INT16" if grid.bits == 16 else "INT8"
@@ -609,9 +609,9 @@ def float_op_names(model_bytes: bytes) -> list[str]:
     """Float compute ops of a model as ``"OP(output tensor)"`` strings.
 
     Boundary QUANTIZE/DEQUANTIZE conversions of float I/O are not counted
-    (see :meth:`tfq.tflite_model.ModelSummary.float_ops`).
+    (see :meth:`edge.tflite_model.ModelSummary.float_ops`).
     """
-    from tfq.tflite_model import summarize
+    from edge.tflite_model import summarize
 
     s = summarize(model_bytes)
     out = []
@@ -623,7 +623,7 @@ def float_op_names(model_bytes: bytes) -> list[str]:
 
 def _keep_float_nodes(calibrated_model: bytes, patterns: Sequence[str]) -> list[str]:
     """Op-output tensor names of the calibrated model matching ``keep_float``."""
-    from tfq.tflite_model import summarize
+    from edge.tflite_model import summarize
 
     if not patterns:
         return []
@@ -880,7 +880,7 @@ def select_calibration(
       ``(best result, scores)`` with one ``{"method", "val_sqnr_db",
       "val_agreement"}`` per candidate, in ``methods`` order.
     """
-    from tfq import metrics
+    from edge import metrics
     from tfq.evaluate import predict_tflite
 
     if not methods:

@@ -55,7 +55,7 @@ from tfq.mixed import (
     float_tflite,
     keras_layer_names,
 )
-from tfq.tflite_model import read_model, summarize, write_model
+from edge.tflite_model import read_model, summarize, write_model
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +520,7 @@ def analyze_sensitivity(
     """
     from tqdm.auto import tqdm
 
-    from tfq.metrics import agreement, sqnr_db, top_k_accuracy
+    from edge.metrics import agreement, sqnr_db, top_k_accuracy
     from tfq.mixed import PlanEvaluator
 
     t_start = time.perf_counter()

@@ -373,7 +373,7 @@ def keras_latency_ms(model, x_one, runs: int, warmup: int = 5) -> dict[str, floa
     """Single-image Keras inference latency (a compiled ``tf.function``)."""
     import tensorflow as tf
 
-    from tfq.metrics import latency_stats
+    from edge.metrics import latency_stats
 
     fn = tf.function(lambda t: model(t, training=False))
     x_one = tf.constant(x_one)
@@ -412,7 +412,7 @@ def train(config: TrainConfig, run: RunDir, *, verbose: int | None = None) -> di
     import tf_keras as keras
 
     from tfq.data import load_dataset, make_tf_dataset
-    from tfq.metrics import top_k_accuracy
+    from edge.metrics import top_k_accuracy
 
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2

@@ -39,7 +39,7 @@ TOLERANCE = 0.05
 
 def bare_loop_ms(model: str, threads: int | None, use_xnnpack: bool, warmup: int, runs: int) -> float:
     """Median latency of the simplest possible timing loop."""
-    from tfq.litert import make_interpreter
+    from edge.litert import make_interpreter
 
     interpreter = make_interpreter(model, num_threads=threads, use_xnnpack=use_xnnpack)
     make_inputs(interpreter, seed=0)
@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
     text = table(rows)
     print(text, end="")
     if args.out:
-        from tfq.litert import interpreter_backend
+        from edge.litert import interpreter_backend
 
         from edge.bench import host_info
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from edge.deploy import main, parse_args
-from tfq.tflite_model import summarize
+from edge.tflite_model import summarize
 
 
 def run(argv, capsys):

@@ -13,8 +13,8 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 
 from edge.edgetpu import check_model, main, parse_args, parse_compiler_log, pin_batch
-from tfq.litert import make_interpreter
-from tfq.tflite_model import load_bytes, read_model, summarize, write_model
+from edge.litert import make_interpreter
+from edge.tflite_model import load_bytes, read_model, summarize, write_model
 
 
 def run(argv, capsys):

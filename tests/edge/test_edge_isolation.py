@@ -1,4 +1,4 @@
-"""edge/ runs with numpy and a LiteRT interpreter only: no TensorFlow, not even indirectly."""
+"""edge/ runs with numpy and a LiteRT interpreter only: no TensorFlow and nothing from tfq, models, pipelines."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from edge_support import REPO, subprocess_env
 
 FORBIDDEN = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
-# The tfq modules edge may use: numpy + ai_edge_litert only.
-ALLOWED_TFQ = {"tfq", "tfq.litert", "tfq.tflite_model", "tfq.metrics", "tfq.hostinfo"}
+# The repository's other packages: edge is imported by them, never the reverse.
+FORBIDDEN_REPO = ("tfq", "models", "pipelines", "benchmarks")
 
 
 def edge_modules() -> list[str]:
@@ -30,7 +30,7 @@ def edge_modules() -> list[str]:
     return mods
 
 
-def test_edge_sources_import_no_tensorflow_and_only_tf_free_tfq_modules():
+def test_edge_sources_import_no_tensorflow_and_nothing_from_the_rest_of_the_repo():
     for path in sorted((REPO / "edge").rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
@@ -41,18 +41,16 @@ def test_edge_sources_import_no_tensorflow_and_only_tf_free_tfq_modules():
                 names = [node.module]
             for name in names:
                 root = name.split(".")[0]
-                assert root not in FORBIDDEN, f"{path}: imports {name}"
-                if root == "tfq":
-                    assert name in ALLOWED_TFQ, f"{path}: imports {name}, which may pull in TensorFlow"
+                assert root not in FORBIDDEN + FORBIDDEN_REPO, f"{path}: imports {name}"
 
 
-def test_importing_every_edge_module_loads_no_tensorflow():
-    mods = edge_modules() + sorted(ALLOWED_TFQ)
+def test_importing_every_edge_module_loads_no_tensorflow_and_no_tfq():
+    mods = edge_modules()
     code = textwrap.dedent(f"""
         import importlib, sys
         for m in {mods!r}:
             importlib.import_module(m)
-        bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})
+        bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN + FORBIDDEN_REPO!r})
         print('LOADED', bad)
         sys.exit(1 if bad else 0)
     """)
@@ -62,11 +60,12 @@ def test_importing_every_edge_module_loads_no_tensorflow():
     assert "edge.bench" in mods and "edge.android" in mods
 
 
-def test_bench_runs_with_tensorflow_made_unimportable(tmp_path, model_path, eval_npz):
-    """A `tensorflow` package that raises on import shadows the real one for the CLI and its workers."""
-    blocker = tmp_path / "block" / "tensorflow"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('edge must not import tensorflow')\n")
+def test_bench_runs_with_tensorflow_and_tfq_made_unimportable(tmp_path, model_path, eval_npz):
+    """Packages that raise on import shadow tensorflow, tfq, models, pipelines for the CLIs and their workers."""
+    for name in ("tensorflow",) + FORBIDDEN_REPO:
+        blocker = tmp_path / "block" / name
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text(f"raise ImportError('edge must not import {name}')\n")
     env = subprocess_env()
     env["PYTHONPATH"] = str(tmp_path / "block") + os.pathsep + env["PYTHONPATH"]
     proc = subprocess.run([sys.executable, "-m", "edge.bench", model_path("int8"), model_path("int16x8"),

@@ -1,4 +1,4 @@
-"""tfq.litert: the interpreter factory, backends, (de)quantization and TFLiteModel."""
+"""edge.litert: the interpreter factory, backends, (de)quantization and TFLiteModel."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-import tfq.litert as litert
-from tfq.litert import (DelegateError, InterpreterError, InvalidModelError, TFLiteModel, delegate_coverage,
+import edge.litert as litert
+from edge.litert import (DelegateError, InterpreterError, InvalidModelError, TFLiteModel, delegate_coverage,
                         dequantize_output, interpreter_backend, make_interpreter, quantize_input)
 
 
@@ -179,7 +179,7 @@ def test_corrupted_bytes_never_crash_the_process(model_path):
     """Random byte corruption of a real model: every case raises or loads, the process survives."""
     code = textwrap.dedent(f"""
         import numpy as np
-        from tfq.litert import make_interpreter
+        from edge.litert import make_interpreter
         data = open({model_path('int8')!r}, 'rb').read()
         rng = np.random.default_rng(0)
         for i in range(150):

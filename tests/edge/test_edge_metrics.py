@@ -1,4 +1,4 @@
-"""tfq.metrics with hand-computable examples."""
+"""edge.metrics with hand-computable examples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tfq.metrics import agreement, latency_stats, sqnr_db, top_k_accuracy
+from edge.metrics import agreement, latency_stats, sqnr_db, top_k_accuracy
 
 LOGITS = np.array([[0.1, 0.7, 0.2],   # top-1 = 1, top-2 = {1, 2}
                    [0.5, 0.3, 0.2],   # top-1 = 0, top-2 = {0, 1}

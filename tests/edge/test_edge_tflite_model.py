@@ -1,4 +1,4 @@
-"""tfq.tflite_model: validation, summaries of every fixture precision, read/edit/write."""
+"""edge.tflite_model: validation, summaries of every fixture precision, read/edit/write."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 
-from tfq.tflite_model import (InvalidModelError, builtin_op_name, dtype_name, load_bytes, read_model, summarize,
+from edge.tflite_model import (InvalidModelError, builtin_op_name, dtype_name, load_bytes, read_model, summarize,
                               validate, write_model)
 
 

@@ -42,7 +42,7 @@ from typing import Any, Iterable
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from tfq import tflite_model
+from edge import tflite_model
 
 __all__ = [
     "AgreementReport",
@@ -171,7 +171,7 @@ def make_float_islands_explicit(model: schema.ModelT, *, fp16_weights: bool = Tr
     (``fp16_weights``). QUANTIZE/DEQUANTIZE ops themselves are left alone.
 
     Args:
-      model: The model (object API, e.g. from :func:`tfq.tflite_model.read_model`).
+      model: The model (object API, e.g. from :func:`edge.tflite_model.read_model`).
       fp16_weights: Store the float ops' constants as FLOAT16.
 
     Returns:
@@ -437,8 +437,8 @@ def check_agreement(
     Returns:
       The report (``passed`` tells whether both criteria hold).
     """
-    from tfq.litert import TFLiteModel
-    from tfq.metrics import agreement, sqnr_db
+    from edge.litert import TFLiteModel
+    from edge.metrics import agreement, sqnr_db
 
     keras_out = np.asarray(qat_model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
     tfl_out = TFLiteModel.from_bytes(tflite_bytes).predict(x, batch_size=batch_size)

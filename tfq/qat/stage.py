@@ -80,7 +80,7 @@ def _best_ptq_row(ptq_run: RunDir) -> dict[str, Any] | None:
 
 
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    from tfq.metrics import top_k_accuracy
+    from edge.metrics import top_k_accuracy
 
     return float(top_k_accuracy(logits, labels, 1))
 

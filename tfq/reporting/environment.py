@@ -12,7 +12,7 @@ import platform
 import sys
 from typing import Any
 
-from tfq.hostinfo import cpu_features, cpu_model, int8_dot_product
+from edge.hostinfo import cpu_features, cpu_model, int8_dot_product
 
 __all__ = ["DISTRIBUTIONS", "capture_environment", "cpu_features", "cpu_model", "int8_dot_product"]
 

@@ -7,7 +7,7 @@ Every interpreter in tfq (evaluation, the edge runner) is made by
   ``tflite_runtime.interpreter`` (shipped on Coral boards and older Raspberry
   Pi images), then ``tensorflow.lite`` as a deprecated last resort, imported
   lazily so this module never pulls in TensorFlow when LiteRT is present;
-* validates the flatbuffer first (:func:`tfq.tflite_model.validate`), so a
+* validates the flatbuffer first (:func:`edge.tflite_model.validate`), so a
   missing, empty, truncated or corrupted file raises :class:`InvalidModelError`
   instead of crashing the process inside C++;
 * makes threads, XNNPACK (through the op-resolver type) and delegates explicit.
@@ -35,7 +35,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from tfq.tflite_model import InvalidModelError, load_bytes, validate
+from edge.tflite_model import InvalidModelError, load_bytes, validate
 
 __all__ = [
     "BACKENDS",
