@@ -80,6 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--freeze-bn-after", type=int, metavar="K", help="freeze BatchNorm statistics from epoch K on")
     t.add_argument("--freeze-ranges-after", type=int, metavar="K", help="freeze activation ranges from epoch K on")
     t.add_argument("--seed", type=int)
+    t.add_argument("--distill", action="store_true", default=None,
+                   help="distill from the FP32 baseline (KL on softened logits plus the label loss)")
+    t.add_argument("--distill-temperature", type=float, metavar="T", help="softening temperature (default 4)")
+    t.add_argument("--distill-weight", type=float, metavar="W", help="share of the teacher term in [0, 1] (default 0.5)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--test-samples", type=int, help="evaluate on the first N test images only")
     e.add_argument("--latency-runs", type=int, default=50, help="timed runs per thread count (0 skips latency)")
@@ -100,6 +104,9 @@ _FLAG_FIELDS = {
     "calibration": "calibration_method",
     "init_from_ptq": "init_from_ptq",
     "ptq_run": "ptq_run",
+    "distill": "distill.enabled",
+    "distill_temperature": "distill.temperature",
+    "distill_weight": "distill.weight",
 }
 
 

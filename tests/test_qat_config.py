@@ -74,3 +74,17 @@ def test_committed_config_files_load(repo_root):
     assert files, "configs/qat/*.yaml are missing"
     for path in files:
         QATConfig.load(path)
+
+
+def test_distillation_is_off_by_default_and_set_from_dotted_overrides():
+    assert QATConfig().distill.enabled is False
+    cfg = QATConfig().with_overrides({"distill.enabled": "true", "distill.temperature": "2", "distill.weight": "0.8"})
+    assert (cfg.distill.enabled, cfg.distill.temperature, cfg.distill.weight) == (True, 2.0, 0.8)
+    assert QATConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("data, message", [({"temperature": 0}, "temperature"), ({"weight": 1.5}, "weight"),
+                                           ({"weight": -0.1}, "weight")])
+def test_invalid_distillation_values_fail_with_a_precise_message(data, message):
+    with pytest.raises(ConfigError, match=f"distill.{message}"):
+        QATConfig.from_dict({"distill": data})

@@ -26,6 +26,7 @@ from tfq.qat.config import (
     PRESETS,
     ActivationQuant,
     CalibrationMethodName,
+    Distillation,
     Granularity,
     QATConfig,
     WeightQuant,
@@ -51,12 +52,15 @@ _LAZY = {
     "check_agreement": "tfq.qat.convert",
     "init_ranges": "tfq.qat.ranges",
     "fine_tune": "tfq.qat.train",
+    "DistillationLoss": "tfq.qat.distill",
+    "with_teacher_logits": "tfq.qat.distill",
 }
 
 __all__ = [
     "PRESETS",
     "ActivationQuant",
     "CalibrationMethodName",
+    "Distillation",
     "Granularity",
     "QATConfig",
     "WeightQuant",

@@ -34,6 +34,7 @@ from tfq.configs import ConfigBase, ConfigError
 __all__ = [
     "ActivationQuant",
     "CalibrationMethodName",
+    "Distillation",
     "Granularity",
     "PRESETS",
     "QATConfig",
@@ -101,12 +102,39 @@ class ActivationQuant(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True)
+class Distillation(ConfigBase):
+    """Knowledge distillation from the FP32 baseline (the teacher) during QAT.
+
+    The loss is ``(1 - weight) * CE(labels, student) + weight * T**2 *
+    KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al. 2015; the
+    ``T**2`` keeps the soft term's gradient scale independent of ``T``).
+
+    Attributes:
+      enabled: Distill (False keeps the plain label loss).
+      temperature: Softening temperature ``T`` (> 0).
+      weight: Share of the soft (teacher) term, in ``[0, 1]``.
+    """
+
+    enabled: bool = False
+    temperature: float = 4.0
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not self.temperature > 0:
+            raise ConfigError(f"distill.temperature: must be > 0, got {self.temperature!r}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not 0 <= self.weight <= 1:
+            raise ConfigError(f"distill.weight: must be in [0, 1], got {self.weight!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class QATConfig(ConfigBase):
     """Everything that defines one QAT run.
 
     Attributes:
       weights: Weight quantization.
       activations: Activation quantization.
+      distill: Distillation from the FP32 baseline (off by default).
       keep_float: Regular expressions matched against whole layer names
         (``re.fullmatch``); matching layers are not quantized and keep FP16
         weights in the ``.tflite``. A Conv2D/DepthwiseConv2D/Dense pulls its
@@ -138,6 +166,7 @@ class QATConfig(ConfigBase):
 
     weights: WeightQuant = WeightQuant()
     activations: ActivationQuant = ActivationQuant()
+    distill: Distillation = Distillation()
     keep_float: tuple[str, ...] = ()
     epochs: int = 10
     lr: float | None = None

@@ -173,6 +173,9 @@ def run_qat(
         steps_per_epoch=steps, freeze_bn_after=config.freeze_bn_after,
         freeze_ranges_after=config.freeze_ranges_after, num_classes=depth, verbose=verbose,
         extra=lambda epoch: {"fp32_val_top1": fp32_val, "ptq_val_top1": ptq_val},
+        # A fresh copy: the teacher must not share variables with the model being fine-tuned.
+        teacher=baseline.load_model() if config.distill.enabled else None,
+        distill_temperature=config.distill.temperature, distill_weight=config.distill.weight,
     )
     fit_seconds = time.perf_counter() - t_fit
 

@@ -198,6 +198,9 @@ def fine_tune(
     num_classes: int,
     verbose: int = 2,
     extra: Callable[[int], dict[str, Any]] | None = None,
+    teacher: keras.Model | None = None,
+    distill_temperature: float = 4.0,
+    distill_weight: float = 0.5,
 ) -> keras.callbacks.History:
     """Compiles and fine-tunes ``qat_model`` into ``run`` (resuming from ``run/backup``).
 
@@ -215,6 +218,10 @@ def fine_tune(
       num_classes: For the top-5 metric.
       verbose: Keras verbosity.
       extra: Extra per-epoch metrics (see :class:`QATEpochLogger`).
+      teacher: The FP32 model to distill from (:mod:`tfq.qat.distill`); None
+        trains on the labels only. Must not share variables with ``qat_model``.
+      distill_temperature: Softening temperature of the teacher term.
+      distill_weight: Share of the teacher term in the loss.
 
     Returns:
       The Keras history of this session.
@@ -222,16 +229,20 @@ def fine_tune(
     from tfq.train import make_optimizer, make_schedule
 
     schedule = make_schedule(optimizer_config, steps_per_epoch, epochs)
-    qat_model.compile(
-        optimizer=make_optimizer(optimizer_config, schedule),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=getattr(optimizer_config, "label_smoothing", 0.0)
-        ),
-        metrics=[
+    smoothing = getattr(optimizer_config, "label_smoothing", 0.0)
+    if teacher is not None:
+        from tfq.qat import distill
+
+        train_ds = distill.with_teacher_logits(train_ds, teacher)
+        loss = distill.DistillationLoss(num_classes, distill_temperature, distill_weight, label_smoothing=smoothing)
+        metrics = distill.label_metrics(num_classes)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+        metrics = [
             keras.metrics.CategoricalAccuracy(name="top1"),
             keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-        ],
-    )
+        ]
+    qat_model.compile(optimizer=make_optimizer(optimizer_config, schedule), loss=loss, metrics=metrics)
     callbacks = [
         FreezeCallback(freeze_bn_after, freeze_ranges_after),
         QATEpochLogger(run, schedule, steps_per_epoch, extra),
