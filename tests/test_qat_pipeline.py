@@ -159,3 +159,24 @@ def test_help_as_a_subprocess(repo_root, subprocess_env):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert "--keep-float" in out.stdout and "--freeze-bn-after" in out.stdout
+
+
+def test_distill_flag_runs_qat_with_the_teacher_term(tiny_baseline, tmp_path, monkeypatch):
+    from tfq.qat import train as qtrain
+
+    seen = {}
+    real = qtrain.fine_tune
+
+    def spy(*a, **kw):
+        seen.update(teacher=kw.get("teacher"), t=kw.get("distill_temperature"), w=kw.get("distill_weight"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(qtrain, "fine_tune", spy)
+    args = _args(tiny_baseline, tmp_path, "--distill", "--distill-temperature", "3", "--distill-weight", "0.6")
+    args.epochs = 1
+    args.freeze_bn_after = args.freeze_ranges_after = None
+    assert main(args) == 0
+    cfg = json.loads((tmp_path / "runs" / "qat" / "config.json").read_text())
+    assert cfg["distill"] == {"enabled": True, "temperature": 3.0, "weight": 0.6}
+    assert seen["teacher"] is not None and (seen["t"], seen["w"]) == (3.0, 0.6)
+    assert (tmp_path / "runs" / "qat" / "model_int8.tflite").is_file()
